@@ -1,0 +1,18 @@
+"""Seeding helpers shared by every sampling function."""
+
+from __future__ import annotations
+
+import numpy as np
+
+SeedLike = int | np.random.Generator | np.random.SeedSequence | None
+
+
+def as_generator(seed: SeedLike) -> np.random.Generator:
+    """Return a numpy Generator for ``seed`` (an int, a SeedSequence, a Generator or None).
+
+    A Generator passed in is returned as is (so callers share its stream); anything else seeds a
+    fresh PCG64 stream, which makes the same int give the same bytes on every platform.
+    """
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(seed)
