@@ -1,19 +1,29 @@
 """causal_wm: causal world models for reinforcement learning.
 
 Importing the package registers the causal scene environments with gymnasium
-(``causal_wm/Balls-v0`` and friends).
+(``causal_wm/Balls-v0``, ``causal_wm/Shadow-v0``).
+
+    import gymnasium as gym, causal_wm
+    env = gym.make("causal_wm/Balls-v0")
+    ds = causal_wm.collect(env, steps=10_000, path="balls.h5")
 """
 
 __version__ = "0.1.0"
 
 from causal_wm import scm
+from causal_wm.envs import register_envs as _register_envs
 from causal_wm.scm import SCM, Intervention
 
-try:  # envs are installed as causal_wm.envs; registering them needs only gymnasium
-    from causal_wm.envs import register_envs as _register_envs
-except ImportError:  # pragma: no cover - envs package not yet present
-    _register_envs = None
-if _register_envs is not None:
-    _register_envs()
+_register_envs()
 
-__all__ = ["SCM", "Intervention", "__version__", "scm"]
+
+def __getattr__(name: str):
+    # The collector pulls in h5py and torch: import it on first use so `import causal_wm` stays light.
+    if name in ("collect", "Dataset"):
+        from causal_wm import data
+
+        return getattr(data, name)
+    raise AttributeError(f"module 'causal_wm' has no attribute {name!r}")
+
+
+__all__ = ["SCM", "Dataset", "Intervention", "__version__", "collect", "scm"]

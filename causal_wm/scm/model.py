@@ -66,6 +66,7 @@ class SCM:
         self.box = box
         self.names = list(names) if names is not None else [f"z{i}" for i in range(n)]
         self.order = topological_order(self.graph)
+        self._is_linear = all(m is None or m.is_linear for m in self.mechanisms)
         self._params_cache = lru_cache(maxsize=256)(self._node_params_uncached)
         self._affine_cache = lru_cache(maxsize=256)(self._affine_uncached)
 
@@ -73,7 +74,7 @@ class SCM:
     @property
     def is_linear(self) -> bool:
         """True iff every mechanism is linear (then the SCM is linear Gaussian)."""
-        return all(m is None or m.is_linear for m in self.mechanisms)
+        return self._is_linear
 
     def check_intervention(self, intervention: Intervention | None) -> None:
         """Raise ``ValueError`` if ``intervention`` targets a node this SCM does not have."""

@@ -1,0 +1,59 @@
+"""Causal scene environments (installed as ``causal_wm.envs``).
+
+Importing ``causal_wm`` registers them with gymnasium:
+
+- ``causal_wm/Balls-v0``: coloured balls whose coordinates follow a linear Gaussian SCM.
+- ``causal_wm/Shadow-v0``: a pendulum, a light and the shadow they cast (nonlinear SCM).
+
+In both the action chooses an intervention on the latent causal model (action 0: none).
+"""
+
+from __future__ import annotations
+
+import gymnasium
+
+ENV_IDS = ("causal_wm/Balls-v0", "causal_wm/Shadow-v0")
+_ENTRY_POINTS = {
+    "causal_wm/Balls-v0": "causal_wm.envs.balls:BallsEnv",
+    "causal_wm/Shadow-v0": "causal_wm.envs.shadow:ShadowEnv",
+}
+MAX_EPISODE_STEPS = 50
+
+
+def register_envs() -> None:
+    """Register every causal scene with gymnasium (idempotent: ids already registered are kept)."""
+    for env_id, entry_point in _ENTRY_POINTS.items():
+        if env_id not in gymnasium.registry:
+            gymnasium.register(id=env_id, entry_point=entry_point, max_episode_steps=MAX_EPISODE_STEPS)
+
+
+def __getattr__(name: str):
+    # Lazy access to the classes keeps `import causal_wm` light (no OpenCV import until a scene is used).
+    if name in ("BallsEnv", "balls_scm"):
+        from causal_wm.envs import balls
+        return getattr(balls, name)
+    if name in ("ShadowEnv", "shadow_scm", "ShadowRenderer"):
+        from causal_wm.envs import shadow
+        return getattr(shadow, name)
+    if name in ("BallsRenderer", "render_balls"):
+        from causal_wm.envs import rendering
+        return getattr(rendering, name)
+    if name in ("CausalSceneEnv", "intervention_menu"):
+        from causal_wm.envs import base
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "ENV_IDS",
+    "BallsEnv",
+    "BallsRenderer",
+    "CausalSceneEnv",
+    "ShadowEnv",
+    "ShadowRenderer",
+    "balls_scm",
+    "intervention_menu",
+    "register_envs",
+    "render_balls",
+    "shadow_scm",
+]
