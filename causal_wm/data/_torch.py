@@ -1,0 +1,52 @@
+"""Torch helpers of the dataset, imported lazily so that reading a collection needs no torch."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def resolve_device(device: Any) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else goes to ``torch.device``."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def to_chw_float(images: np.ndarray, device: Any = "cpu") -> torch.Tensor:
+    """uint8 ``(..., H, W, C)`` -> float32 ``(..., C, H, W)`` in ``[0, 1]`` on ``device``.
+
+    The uint8 tensor moves to the device first (4x fewer bytes to copy), then converts there.
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).to(resolve_device(device))
+    return tensor.movedim(-1, -3).to(torch.float32).div_(255.0)
+
+
+@cache
+def regime_image_dataset_class() -> type:
+    """The ``torch.utils.data.Dataset`` class behind ``Dataset.torch_dataset`` (built on first use)."""
+
+    class RegimeImageDataset(torch.utils.data.Dataset):
+        """Rows ``rows`` of a collection as dicts ``{"obs", "regime", "index"[, "z"]}``."""
+
+        def __init__(self, dataset: Any, rows: np.ndarray, latents: bool) -> None:
+            self.dataset = dataset
+            self.rows = np.asarray(rows, dtype=np.int64)
+            self.latents = latents
+
+        def __len__(self) -> int:
+            return len(self.rows)
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            row = int(self.rows[i])
+            item = {"obs": to_chw_float(self.dataset.observations(row)),
+                    "regime": torch.tensor(int(self.dataset.regime[row])),
+                    "index": torch.tensor(row)}
+            if self.latents:
+                item["z"] = torch.as_tensor(self.dataset.latents(row), dtype=torch.float32)
+            return item
+
+    return RegimeImageDataset
