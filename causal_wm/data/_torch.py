@@ -8,12 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-
-def resolve_device(device: Any) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else goes to ``torch.device``."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from causal_wm.device import resolve_device
 
 
 def to_chw_float(images: np.ndarray, device: Any = "cpu") -> torch.Tensor:

@@ -267,7 +267,8 @@ class Dataset:
         """
         import torch
 
-        from causal_wm.data._torch import resolve_device, to_chw_float
+        from causal_wm.data._torch import to_chw_float
+        from causal_wm.device import resolve_device
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")

@@ -68,7 +68,8 @@ class Intervention:
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        targets = (self.targets,) if isinstance(self.targets, int) else tuple(int(t) for t in self.targets)
+        targets = ((int(self.targets),) if isinstance(self.targets, int | np.integer)
+                   else tuple(int(t) for t in self.targets))
         if not targets:
             raise ValueError("an intervention needs at least one target node")
         if len(set(targets)) != len(targets) or min(targets) < 0:
@@ -171,4 +172,4 @@ class Intervention:
 
 
 def _tuple(targets: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
-    return (int(targets),) if isinstance(targets, int) else tuple(int(t) for t in targets)
+    return (int(targets),) if isinstance(targets, int | np.integer) else tuple(int(t) for t in targets)

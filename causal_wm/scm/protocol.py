@@ -98,12 +98,16 @@ def lscale_problem(n: int, d: int, num_samples: int, *, hard: bool = True, laten
                    soft_parent_scale: float = 0.5, shuffle: bool = True, seed: SeedLike = None) -> CRLProblem:
     """One intervention per node (LSCALE-I): hard ones cut the parents and multiply the noise
     variance by ``hard_variance_factor`` (5 as published); soft ones multiply the parent weights by
-    ``soft_parent_scale`` (halve, as published). ``num_samples`` per environment."""
+    ``soft_parent_scale`` (halve, as published) and the noise variance by ``hard_variance_factor``.
+    ``num_samples`` per environment."""
     rng = as_generator(seed)
     scm = random_scm(erdos_renyi_dag(n, edge_prob=edge_prob, seed=rng), latent, rng)
     mix = random_mixing(mixing, n, d, rng)
+    # Soft interventions also scale the noise (as the published code does): halving the parent
+    # weights alone would leave a root node's distribution unchanged.
     ivs = [Intervention.hard(t, scale=np.sqrt(hard_variance_factor)) if hard
-           else Intervention.soft(t, parent_scale=soft_parent_scale) for t in range(n)]
+           else Intervention.soft(t, parent_scale=soft_parent_scale, scale=np.sqrt(hard_variance_factor))
+           for t in range(n)]
     ivs, _ = _shuffle(ivs, rng, shuffle)
     return _build(scm, mix, [None, *ivs], num_samples, rng)
 

@@ -49,3 +49,10 @@ def test_hashable_and_json_round_trip():
 def test_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Intervention(**kwargs)
+
+
+def test_numpy_integer_targets():
+    import numpy as np
+
+    assert Intervention.hard(np.int64(2)).targets == (2,)
+    assert Intervention(np.int64(1)).targets == (1,)

@@ -70,3 +70,10 @@ def test_multi_node_design_is_invertible_and_covers_every_node():
     assert np.all(np.triu(p.graph) == p.graph)
     with pytest.raises(ValueError, match="invertible"):
         umni_problem(3, 5, 10, target_matrix=np.ones((3, 3)))
+
+
+def test_soft_interventions_change_root_nodes_too():
+    p = lscale_problem(3, 5, 20_000, hard=False, seed=0)
+    for iv, z in zip(p.interventions[1:], p.latents[1:], strict=True):
+        (t,) = iv.targets
+        assert z[:, t].var() > 1.5 * p.latents[0][:, t].var() or p.graph[:, t].any()

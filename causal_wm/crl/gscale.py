@@ -1,0 +1,963 @@
+"""GSCALE-I: score-based causal representation learning for general mixing (SCIENCE.md section 4;
+Varıcı et al., AISTATS 2024, arXiv 2310.15450, and JMLR 2025, arXiv 2402.00849).
+
+Setting: ``x = g(z)`` with ``g`` injective and smooth, ``envs[0]`` observational and ``envs[1:]`` two
+hard interventions per latent node (``2 n`` environments, order unknown). Learned latents are the true
+ones up to permutation and element-wise invertible maps; with the structure below, up to permutation
+and scaling when the two interventions of a node are Gaussian with a common mean.
+
+The route (all score differences are estimated from samples, never given):
+
+1. Pairing (``pairs=None``). For two hard interventions ``a, b`` on the same node ``t`` the log ratio
+   ``log p^a / p^b`` depends on ``z_t`` alone, so its gradient in ``x`` lies, at every point, along one
+   direction of the data manifold (``J^{+T}(z) e_t``). For two environments on different nodes it
+   spreads over at least two. One multinomial classifier over the interventional environments gives
+   every log ratio at once (``logit_a - logit_b``); ``find_pairs`` takes its input Jacobian (batched with
+   ``torch.func``), splits the data in local clusters (where the manifold is nearly flat), projects the
+   gradients on the cluster's tangent plane and scores each candidate pair by how much of the gradient
+   energy falls on one direction. The pairing is the perfect matching with the largest total
+   concentration (exact dynamic program over subsets).
+2. Encoder (structured classifier, SCIENCE.md section 2.3). A shared encoder ``z_hat = h(x)`` and, for
+   the pair on learned coordinate ``k``, a head that reads ``z_hat_k`` only:
+   ``r_k = c0 + c1 z_hat_k + c2 z_hat_k^2``, trained as a balanced logistic classifier between the
+   pair's two environments, plus a decoder ``x = f(z_hat)`` (reconstruction keeps ``h`` invertible).
+   The logit of each pair depends on one coordinate by construction: an exact zero of the GSCALE-I
+   sparsity objective. For the published design (noise variance x0.25 vs x4, common mean) the true log
+   ratio is ``alpha + beta (z_t - mu)^2``, so the quadratic head is exact when ``z_hat_k`` is affine in
+   ``z_t``; the only other smooth solution, ``|z_t|``, is not invertible and loses to reconstruction.
+   The encoder is a linear map plus a smooth residual; the linear map starts from the pair precisions
+   (``pair_precision_init``: the top eigenvector of ``P_a - P_b`` on the principal subspace, the
+   LSCALE-I argument for the pair score difference), which training from a random start did not
+   find (held-out pair accuracy stalled near 0.72 against a Bayes accuracy of 0.79).
+   The vertex ``-c1 / (2 c2)`` of the head is the common mean of the pair, which becomes the origin of
+   the learned latent (the scale is set to unit observational variance). Restarts are selected by
+   held-out loss.
+   Observations first pass through a per-coordinate monotone map (``InputMap``; empirical quantiles to
+   a standard normal by default), which keeps the resolution of saturated read-outs.
+3. Graph (``latent_graph``). The two environments of node ``i`` differ only in the mechanism of ``i``,
+   so a learned latent changes its distribution between them iff it is a descendant of ``i``
+   (two-sample Kolmogorov-Smirnov distances, threshold from the data): this gives the ancestor
+   relation, whose transitive reduction are edges. Shortcut edges (``i -> k`` with a longer path too)
+   come from observational-vs-interventional log ratios re-estimated on the learned latents
+   (reparametrisation invariance): for env ``m`` on learned node ``k`` the score difference is
+   supported on ``{k} ∪ pa(k)``.
+
+Training is interruptible: with ``checkpoint_dir`` every restart saves its state (weights, optimiser,
+random generator, history; ``torch.load(weights_only=True)``-safe) every ``checkpoint_every`` epochs and
+a rerun resumes from there. A non-finite loss raises ``TrainingDivergedError``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import norm
+from torch import nn
+from tqdm.auto import tqdm
+
+from causal_wm.crl._torch import generator, resolve_device, smooth_mlp, train_early_stopping
+from causal_wm.crl.dag import closest_dag, gap_threshold, transitive_reduction
+from causal_wm.crl.scores import score_differences, validate_envs
+from causal_wm.scm.graphs import transitive_closure
+
+__all__ = [
+    "PRESETS",
+    "GScaleConfig",
+    "GScaleModel",
+    "GScaleResult",
+    "InputMap",
+    "PairSearch",
+    "TrainingDivergedError",
+    "descendant_statistic",
+    "find_pairs",
+    "gscale_i",
+    "latent_graph",
+    "min_cost_pairing",
+    "pair_concentration",
+    "pair_precision_init",
+]
+
+
+class TrainingDivergedError(RuntimeError):
+    """Raised when a training loss becomes NaN or infinite (no broken model is returned)."""
+
+
+# --- configuration ------------------------------------------------------------------------------
+@dataclass
+class GScaleConfig:
+    """Settings of ``gscale_i``; ``PRESETS`` layers named sets on these defaults."""
+
+    hidden: int = 128
+    """width of the encoder and decoder MLPs"""
+    depth: int = 3
+    """hidden layers of the encoder and decoder MLPs"""
+    epochs: int = 150
+    """epochs of the structured classifier + autoencoder (an epoch = ceil(N_train / batch_size) steps)"""
+    batch_size: int = 256
+    """samples per environment in every step"""
+    lr: float = 2e-3
+    """Adam learning rate (cosine-decayed to 5% over the epochs)"""
+    reconstruction_weight: float = 1.0
+    """weight of the reconstruction error (of the standardised observations) against the pair losses"""
+    scale_weight: float = 0.1
+    """weight of the penalty that keeps every learned latent at unit observational variance"""
+    restarts: int = 3
+    """independent initialisations; the best held-out loss wins"""
+    val_fraction: float = 0.2
+    """held-out share of every environment (selection, early diagnostics)"""
+    input_transform: str = "quantile"
+    """'quantile' (each observed coordinate mapped to a standard normal through its pooled empirical
+    quantiles: undoes saturating read-outs, a generic monotone per-coordinate preprocessing) or
+    'standard' (mean 0, variance 1 per coordinate)"""
+    pair_hidden: int = 128
+    """width of the multinomial classifier used to find the pairs"""
+    pair_depth: int = 2
+    """hidden layers of that classifier"""
+    pair_epochs: int = 60
+    """maximum epochs of that classifier (early stopping on held-out loss)"""
+    pair_points: int = 4000
+    """points at which its input Jacobian is evaluated"""
+    pair_clusters: int = 16
+    """local clusters for the tangent-plane gradient concentration"""
+    graph_epochs: int = 40
+    """maximum epochs of the observational-vs-interventional classifiers on the learned latents"""
+    graph_hidden: int = 64
+    """width of those classifiers"""
+    linear_init: bool = True
+    """start the encoder's linear part from the pair precisions (``pair_precision_init``)"""
+    checkpoint_every: int = 10
+    """epochs between checkpoints when ``checkpoint_dir`` is given"""
+    amp: bool = False
+    """bfloat16 autocast on CUDA for the structured training (ignored on CPU)"""
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "depth", "batch_size", "restarts", "pair_hidden", "pair_depth", "pair_points",
+                     "pair_clusters", "graph_hidden", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("epochs", "pair_epochs", "graph_epochs"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.lr <= 0 or self.reconstruction_weight < 0 or self.scale_weight < 0:
+            raise ValueError("lr must be positive and the loss weights non-negative")
+        if self.input_transform not in ("quantile", "standard"):
+            raise ValueError(f"input_transform must be 'quantile' or 'standard', got {self.input_transform!r}")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # seconds on one CPU thread, for tests
+    "debug": dict(hidden=32, depth=2, epochs=12, batch_size=64, restarts=1, pair_hidden=32, pair_epochs=8,
+                  pair_points=600, pair_clusters=4, graph_epochs=6, graph_hidden=16, checkpoint_every=4),
+    # n = 8, 5,000 samples per environment: about 3 minutes per problem on one thread of a shared 2-core CPU
+    "cpu": dict(hidden=64, depth=2, epochs=40, batch_size=256, restarts=1, pair_hidden=128, pair_epochs=60,
+                pair_points=3200, pair_clusters=12, graph_epochs=25, graph_hidden=32),
+    # the defaults, for a GPU
+    "full": dict(),
+}
+
+
+def make_config(preset: str = "cpu", **overrides: Any) -> GScaleConfig:
+    """``GScaleConfig`` of a named preset with keyword overrides (unknown keys raise ``ValueError``)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    known = {f.name for f in dataclasses.fields(GScaleConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown gscale_i option(s) {unknown}; known: {sorted(known)}")
+    return GScaleConfig(**{**PRESETS[preset], **overrides})
+
+
+# --- input map ----------------------------------------------------------------------------------
+class InputMap(nn.Module):
+    """Per-coordinate monotone map of observations ``(N, d) -> (N, d)`` and its inverse.
+
+    ``standard``: ``(x - mean) / std``. ``quantile``: ``Phi^{-1}(F_j(x_j))`` with ``F_j`` the pooled
+    empirical CDF of coordinate ``j`` (piecewise linear between ``knots`` quantiles, linear
+    extrapolation beyond), followed by standardisation. Knots are kept in float64 so that strongly
+    saturated coordinates (``tanh`` read-outs near +-1) keep their resolution.
+    """
+
+    def __init__(self, x: np.ndarray, kind: str = "quantile", knots: int = 513) -> None:
+        super().__init__()
+        self.kind = kind
+        x = np.asarray(x, dtype=np.float64)
+        d = x.shape[1]
+        if kind == "quantile":
+            probs = np.linspace(0.0, 1.0, knots)
+            q = np.quantile(x, probs, axis=0).T  # (d, K)
+            # strictly increasing knots: ties (a saturated read-out) would make the map non-invertible
+            span = np.maximum(q[:, -1] - q[:, 0], 1e-12)
+            q = q + np.arange(knots)[None, :] * (1e-9 * span[:, None])
+            eps = 0.5 / len(x)
+            g = norm.ppf(np.clip(probs, eps, 1 - eps))
+            g = np.broadcast_to(g, (d, knots)).copy()
+        elif kind == "standard":
+            q = np.stack([x.min(axis=0), x.max(axis=0)], axis=1)
+            q[:, 1] = np.maximum(q[:, 1], q[:, 0] + 1e-12)
+            mu, sd = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-12)
+            g = (q - mu[:, None]) / sd[:, None]
+        else:
+            raise ValueError(f"input_transform must be 'quantile' or 'standard', got {kind!r}")
+        self.register_buffer("x_knots", torch.as_tensor(q, dtype=torch.float64))
+        self.register_buffer("u_knots", torch.as_tensor(g, dtype=torch.float64))
+        # standardise the mapped values (the quantile map is already close to unit variance)
+        u = self._interp(torch.as_tensor(x[: min(len(x), 50_000)]), self.x_knots, self.u_knots).numpy()
+        self.register_buffer("u_mean", torch.as_tensor(u.mean(axis=0), dtype=torch.float64))
+        self.register_buffer("u_std", torch.as_tensor(np.maximum(u.std(axis=0), 1e-12), dtype=torch.float64))
+
+    @staticmethod
+    def _interp(x: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """Piecewise-linear interpolation per column of ``x`` ``(N, d)`` through knots ``(d, K)``."""
+        xt = x.T.contiguous()
+        idx = torch.searchsorted(xs, xt).clamp(1, xs.shape[1] - 1)
+        x0, x1 = torch.gather(xs, 1, idx - 1), torch.gather(xs, 1, idx)
+        y0, y1 = torch.gather(ys, 1, idx - 1), torch.gather(ys, 1, idx)
+        t = (xt - x0) / (x1 - x0)
+        return (y0 + t * (y1 - y0)).T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        u = self._interp(x.to(torch.float64), self.x_knots, self.u_knots)
+        return ((u - self.u_mean) / self.u_std).to(dtype)
+
+    def inverse(self, u: torch.Tensor) -> torch.Tensor:
+        dtype = u.dtype
+        u = u.to(torch.float64) * self.u_std + self.u_mean
+        return self._interp(u, self.u_knots, self.x_knots).to(dtype)
+
+
+# --- the structured model -----------------------------------------------------------------------
+class GScaleModel(nn.Module):
+    """Encoder, decoder and per-pair heads.
+
+    ``raw(u)`` ``(B, d) -> (B, n)`` is the network output on mapped observations; the learned latents
+    are ``z_hat = (raw - center) / scale`` (``center`` the head vertices, ``scale`` the observational
+    standard deviations, both set after training by ``finalize``). ``heads`` ``(n, 3)``: the logit of
+    pair ``k`` is ``c0 + c1 raw_k + c2 raw_k^2`` (``log p^a / p^b`` for the pair ``(a, b)``).
+    """
+
+    def __init__(self, input_map: InputMap, n: int, hidden: int, depth: int, seed: int) -> None:
+        super().__init__()
+        d = input_map.x_knots.shape[0]
+        self.input_map = input_map
+        # a linear map plus a smooth residual that starts at zero: the linear part carries the
+        # initialisation from the pair precisions (``linear_init``), the residual bends it
+        self.encoder_linear = nn.Linear(d, n)
+        self.encoder_net = smooth_mlp(d, n, hidden, depth, zero_last=True, seed=seed)
+        self.decoder_net = smooth_mlp(n, d, hidden, depth, seed=seed + 1)
+        self.heads = nn.Parameter(torch.zeros(n, 3))
+        self.register_buffer("center", torch.zeros(n))
+        self.register_buffer("scale", torch.ones(n))
+
+    def raw(self, u: torch.Tensor) -> torch.Tensor:
+        return self.encoder_linear(u) + self.encoder_net(u)
+
+    def linear_init(self, weight: np.ndarray, bias: np.ndarray, heads: np.ndarray) -> None:
+        """Set the linear part of the encoder (``weight`` ``(n, d)``, ``bias`` ``(n,)``) and the heads
+        ``(n, 3)``."""
+        with torch.no_grad():
+            self.encoder_linear.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+            self.encoder_linear.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+            self.heads.copy_(torch.as_tensor(heads, dtype=torch.float32))
+
+    def logits(self, raw: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        """Pair logits of ``raw`` ``(M, B, n)`` where block ``m`` belongs to the pair on coordinate
+        ``slot[m]``; returns ``(M, B)``."""
+        z = torch.gather(raw, 2, slot.view(-1, 1, 1).expand(-1, raw.shape[1], 1))[..., 0]
+        c = self.heads[slot]
+        return c[:, :1] + c[:, 1:2] * z + c[:, 2:3] * z * z
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Learned latents ``(N, n)`` of observations ``x`` ``(N, d)``."""
+        u = self.input_map(x).to(self.center.dtype)
+        return (self.raw(u) - self.center) / self.scale
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Observations ``(N, d)`` reconstructed from learned latents ``z`` ``(N, n)``."""
+        return self.input_map.inverse(self.decoder_net(z * self.scale + self.center))
+
+    def finalize(self, u_obs: torch.Tensor) -> None:
+        """Set ``center`` to the vertex of every quadratic head and ``scale`` to the observational
+        standard deviation (``u_obs`` mapped observational samples)."""
+        with torch.no_grad():
+            raw = self.raw(u_obs)
+            c1, c2 = self.heads[:, 1], self.heads[:, 2]
+            vertex = -c1 / (2 * c2)
+            # a head without curvature has no vertex: fall back to the observational mean
+            ok = c2.abs() > 1e-6 * (1 + c1.abs())
+            center = torch.where(ok & torch.isfinite(vertex), vertex, raw.mean(dim=0))
+            self.center.copy_(center)
+            self.scale.copy_((raw - center).std(dim=0).clamp_min(1e-12))
+
+
+class _Encoder(nn.Module):
+    def __init__(self, model: GScaleModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(x)
+
+
+class _Decoder(nn.Module):
+    def __init__(self, model: GScaleModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z)
+
+
+# --- result -------------------------------------------------------------------------------------
+@dataclass
+class GScaleResult:
+    """Output of ``gscale_i``.
+
+    Attributes:
+        model: the trained ``GScaleModel`` (on CPU, eval mode).
+        graph: ``(n, n)`` DAG over learned latents, ``A[i, j] = 1`` iff learned ``i -> j``.
+        env_targets: ``(2n,)``; ``env_targets[m - 1]`` is the learned latent that ``envs[m]`` hit.
+        pairs: ``n`` pairs ``(a, b)`` of environment indices (``a < b``) hitting the same node; pair ``k``
+            is learned latent ``k``.
+        pairs_given: whether the pairs were given (else found by ``find_pairs``).
+        history: per restart, per epoch: ``loss`` (train), ``val_pair_loss``, ``val_reconstruction``,
+            ``val_pair_accuracy`` (index 0 = before training).
+        diagnostics: pairing costs, chosen restart, graph statistics and threshold, seconds per stage.
+    """
+
+    model: GScaleModel
+    graph: np.ndarray
+    env_targets: np.ndarray
+    pairs: list[tuple[int, int]]
+    pairs_given: bool
+    history: list[dict[str, list[float]]] = field(default_factory=list)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.model.heads.shape[0])
+
+    @property
+    def d(self) -> int:
+        return int(self.model.input_map.x_knots.shape[0])
+
+    @property
+    def encoder(self) -> nn.Module:
+        """Torch module ``(N, d) -> (N, n)`` (float32 or float64 input)."""
+        return _Encoder(self.model)
+
+    @property
+    def decoder(self) -> nn.Module:
+        """Torch module ``(N, n) -> (N, d)``."""
+        return _Decoder(self.model)
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """Learned latents ``(N, n)`` of observations ``x`` ``(N, d)`` (numpy in, numpy out)."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.d:
+            raise ValueError(f"observations must have shape (N, {self.d}), got {x.shape}")
+        with torch.no_grad():
+            return torch.cat([self.model.encode(c) for c in torch.split(torch.as_tensor(x), 65536)]
+                             ).double().numpy() if len(x) else np.zeros((0, self.n))
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Observations ``(N, d)`` from learned latents ``z`` ``(N, n)``."""
+        z = np.asarray(z, dtype=np.float64)
+        if z.ndim != 2 or z.shape[1] != self.n:
+            raise ValueError(f"latents must have shape (N, {self.n}), got {z.shape}")
+        with torch.no_grad():
+            return torch.cat([self.model.decode(c.float()) for c in torch.split(torch.as_tensor(z), 65536)]
+                             ).double().numpy() if len(z) else np.zeros((0, self.d))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save everything (``torch.load(path, weights_only=True)``-safe: tensors, numbers, strings)."""
+        torch.save({
+            "state": self.model.state_dict(),
+            "n": self.n, "d": self.d,
+            "hidden": self.diagnostics["config"]["hidden"], "depth": self.diagnostics["config"]["depth"],
+            "input_transform": self.model.input_map.kind,
+            "knots": int(self.model.input_map.x_knots.shape[1]),
+            "graph": torch.as_tensor(self.graph), "env_targets": torch.as_tensor(self.env_targets),
+            "pairs": [list(p) for p in self.pairs], "pairs_given": self.pairs_given,
+            "history": self.history, "diagnostics": json.dumps(_jsonable(self.diagnostics)),
+        }, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> GScaleResult:
+        """Inverse of ``save``."""
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        d, n, knots = blob["d"], blob["n"], blob["knots"]
+        # a placeholder fit of the right shapes; the buffers are overwritten by the saved state
+        input_map = InputMap(np.linspace(-1, 1, 4 * d).reshape(-1, d) if blob["input_transform"] == "standard"
+                             else np.random.default_rng(0).standard_normal((max(knots, 8), d)),
+                             blob["input_transform"], knots)
+        model = GScaleModel(input_map, n, blob["hidden"], blob["depth"], seed=0)
+        model.load_state_dict(blob["state"])
+        model.eval()
+        return cls(model, blob["graph"].numpy(), blob["env_targets"].numpy(),
+                   [tuple(p) for p in blob["pairs"]], bool(blob["pairs_given"]), blob["history"],
+                   json.loads(blob["diagnostics"]))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+# --- input checks -------------------------------------------------------------------------------
+def _validate(envs: Sequence[np.ndarray], n: int | None, pairs: Sequence[Sequence[int]] | None
+              ) -> tuple[list[np.ndarray], int, list[tuple[int, int]] | None]:
+    envs = validate_envs(envs)
+    M = len(envs) - 1
+    d = envs[0].shape[1]
+    if M < 2 or M % 2:
+        raise ValueError(f"GSCALE-I needs two hard interventions per latent node (2 n interventional "
+                         f"environments after envs[0]); got {M} interventional environments")
+    n = M // 2 if n is None else int(n)
+    if M != 2 * n:
+        raise ValueError(f"GSCALE-I needs exactly 2 n = {2 * n} interventional environments for n={n} "
+                         f"latents, got {M}")
+    if d < n:
+        raise ValueError(f"observations of dimension d={d} cannot hold n={n} latents (need d >= n)")
+    for m, x in enumerate(envs):
+        if len(x) < 20:
+            raise ValueError(f"environment {m} has {len(x)} samples; need at least 20")
+    if pairs is not None:
+        checked = []
+        for p in pairs:
+            if len(p) != 2:
+                raise ValueError(f"every pair must hold two environment indices, got {p!r}")
+            a, b = sorted(int(e) for e in p)
+            checked.append((a, b))
+        flat = sorted(e for p in checked for e in p)
+        if len(checked) != n or flat != list(range(1, M + 1)):
+            raise ValueError(f"pairs must split the interventional environments 1..{M} into {n} disjoint "
+                             f"pairs, got {list(pairs)!r}")
+        pairs = checked
+    return envs, n, pairs
+
+
+# --- pairing ------------------------------------------------------------------------------------
+def min_cost_pairing(cost: np.ndarray) -> tuple[list[tuple[int, int]], float]:
+    """Minimum-cost perfect matching of ``2k`` items with symmetric pair costs ``(2k, 2k)``, exact by
+    dynamic programming over subsets (``O(2^{2k} 2k)``; ``2k <= 24``). Returns pairs of item indices
+    (sorted) and the total cost."""
+    cost = np.asarray(cost, dtype=np.float64)
+    M = cost.shape[0]
+    if cost.shape != (M, M) or M % 2 or M == 0:
+        raise ValueError(f"cost must be a square matrix of even size, got shape {cost.shape}")
+    if M > 24:
+        raise ValueError(f"exact pairing handles at most 24 items, got {M}")
+    full = (1 << M) - 1
+    best = np.full(1 << M, np.inf)
+    choice = np.full(1 << M, -1, dtype=np.int64)
+    best[full] = 0.0
+    # best[S] = cheapest way to pair the items outside S; the lowest unpaired item is always paired next
+    for S in range(full - 1, -1, -1):
+        if bin(S).count("1") % 2:
+            continue
+        i = (~S & (S + 1)).bit_length() - 1
+        for j in range(i + 1, M):
+            if not S >> j & 1:
+                T = S | (1 << i) | (1 << j)
+                c = cost[i, j] + best[T]
+                if c < best[S]:
+                    best[S], choice[S] = c, j
+    pairs, S = [], 0
+    while S != full:
+        i = (~S & (S + 1)).bit_length() - 1
+        j = int(choice[S])
+        pairs.append((i, j))
+        S |= (1 << i) | (1 << j)
+    return pairs, float(best[0])
+
+
+@dataclass
+class PairSearch:
+    """Result of ``find_pairs``.
+
+    Attributes:
+        pairs: ``n`` pairs ``(a, b)`` of environment indices (1-based, ``a < b``).
+        concentration: ``(2n, 2n)``; ``[a - 1, b - 1]`` = share of the tangent gradient energy of
+            ``log p^a / p^b`` on its top local direction (1 for a log ratio of one latent).
+        margin: smallest gap between the concentration of a chosen pair and the best alternative
+            partner of either of its environments (a confidence diagnostic; positive is clear-cut).
+        classifier_accuracy: held-out accuracy of the multinomial classifier.
+    """
+
+    pairs: list[tuple[int, int]]
+    concentration: np.ndarray
+    margin: float
+    classifier_accuracy: float
+
+
+def _kmeans(x: np.ndarray, k: int, seed: int, iters: int = 25) -> np.ndarray:
+    """Labels ``(N,)`` of a plain k-means with k-means++ seeding."""
+    rng = np.random.default_rng(seed)
+    centers = [x[rng.integers(len(x))]]
+    for _ in range(1, k):
+        dist = np.min(((x[:, None, :] - np.asarray(centers)[None]) ** 2).sum(-1), axis=1)
+        centers.append(x[rng.choice(len(x), p=dist / dist.sum())] if dist.sum() > 0 else x[rng.integers(len(x))])
+    C = np.asarray(centers)
+    labels = np.zeros(len(x), dtype=np.int64)
+    for _ in range(iters):
+        labels = np.argmin(((x[:, None, :] - C[None]) ** 2).sum(-1), axis=1)
+        for j in range(k):
+            if np.any(labels == j):
+                C[j] = x[labels == j].mean(axis=0)
+    return labels
+
+
+def pair_concentration(points: np.ndarray, gradients: np.ndarray, n: int, *, clusters: int = 16,
+                       seed: int = 0) -> np.ndarray:
+    """Concentration of pairwise log-ratio gradients on one local direction.
+
+    Args:
+        points: ``(P, d)`` evaluation points.
+        gradients: ``(P, M, d)``; ``gradients[p, m]`` = gradient of ``log p^m`` (up to a term shared by
+            all ``m``) at ``points[p]``.
+        n: latent dimension (size of the local tangent plane).
+
+    Returns ``(M, M)``: for ``a != b`` the share ``sum_c lambda_1^c / sum_c tr^c`` of the second-moment
+    matrices of ``grad log p^a / p^b`` projected on the tangent plane of each local cluster ``c``.
+    """
+    P, M, d = gradients.shape
+    labels = _kmeans(points, min(clusters, max(1, P // (4 * n))), seed)
+    top = np.zeros((M, M))
+    total = np.zeros((M, M))
+    for c in np.unique(labels):
+        idx = labels == c
+        if idx.sum() < 2:
+            continue
+        local = points[idx] - points[idx].mean(axis=0)
+        # tangent plane of the data manifold in this cluster: its top-n principal directions (the
+        # classifier's gradient off the manifold is arbitrary)
+        _, _, Vt = np.linalg.svd(local, full_matrices=False)
+        T = Vt[:n].T if d > n else np.eye(d)
+        g = gradients[idx] @ T  # (P_c, M, n)
+        diff = g[:, :, None, :] - g[:, None, :, :]  # (P_c, M, M, n)
+        # directions only: a few points with huge gradients (saturated read-outs) must not decide
+        diff = diff / np.maximum(np.linalg.norm(diff, axis=-1, keepdims=True), 1e-300)
+        second = np.einsum("pabi,pabj->abij", diff, diff)
+        eig = np.linalg.eigvalsh(second)
+        top += eig[..., -1]
+        total += eig.sum(axis=-1)
+    conc = np.where(total > 0, top / np.where(total > 0, total, 1.0), 0.0)
+    np.fill_diagonal(conc, 0.0)
+    return conc
+
+
+def find_pairs(envs: Sequence[np.ndarray], *, n: int | None = None, config: GScaleConfig | None = None,
+               seed: int = 0, device: str = "auto", input_map: InputMap | None = None) -> PairSearch:
+    """Find which interventional environments hit the same latent node (see the module docstring).
+
+    Args:
+        envs: ``envs[0]`` observational ``(N_0, d)``, ``envs[1:]`` the ``2 n`` interventional ones.
+        n: number of latents (default ``(len(envs) - 1) // 2``).
+        config: ``pair_*`` settings (default: the ``cpu`` preset).
+        seed, device: randomness and torch device (``"auto"``: CUDA when available).
+        input_map: the per-coordinate map of the observations (default: fitted on the pooled data).
+    """
+    envs, n, _ = _validate(envs, n, None)
+    cfg = config or make_config("cpu")
+    dev = resolve_device(device)
+    M, d = 2 * n, envs[0].shape[1]
+    imap = (input_map or InputMap(np.concatenate(envs), cfg.input_transform)).to(dev)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for x in envs[1:]:
+        u = imap(torch.as_tensor(x, device=dev)).float()
+        perm = torch.as_tensor(rng.permutation(len(x)), device=dev)
+        k = max(2, round(cfg.val_fraction * len(x)))
+        val.append(u[perm[:k]])
+        train.append(u[perm[k:]])
+    net = smooth_mlp(d, M, cfg.pair_hidden, cfg.pair_depth, seed=seed).to(dev)
+    gen = generator(seed + 1, dev)
+    B = cfg.batch_size
+    labels = torch.arange(M, device=dev).repeat_interleave(B)
+
+    def step() -> torch.Tensor:
+        batch = torch.cat([t[torch.randint(len(t), (B,), generator=gen, device=dev)] for t in train])
+        loss = F.cross_entropy(net(batch), labels)
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError("the pairing classifier's loss became non-finite; lower lr")
+        return loss
+
+    def val_loss() -> float:
+        with torch.no_grad():
+            # per-environment means: balanced classes, so the logits estimate log density ratios
+            return float(sum(F.cross_entropy(net(v), torch.full((len(v),), m, device=dev)) for m, v in
+                             enumerate(val)) / M)
+
+    train_early_stopping(net, step, val_loss, epochs=cfg.pair_epochs,
+                         steps_per_epoch=max(1, max(len(t) for t in train) // B), lr=cfg.lr, patience=5)
+    net.requires_grad_(False)
+    with torch.no_grad():
+        acc = float(np.mean([(net(v).argmax(1) == m).float().mean().item() for m, v in enumerate(val)]))
+    # evaluation points: an equal share of every interventional environment's held-out samples
+    per = max(1, cfg.pair_points // M)
+    points = torch.cat([v[:per] for v in val])
+    jac = torch.cat([torch.func.vmap(torch.func.jacrev(net))(c) for c in torch.split(points, 2048)])
+    conc = pair_concentration(points.double().cpu().numpy(), jac.double().cpu().numpy(), n,
+                              clusters=cfg.pair_clusters, seed=seed)
+    cost = 1.0 - conc
+    pair_idx, _ = min_cost_pairing(cost)
+    pairs = sorted((a + 1, b + 1) for a, b in pair_idx)
+    margin = np.inf
+    for a, b in pair_idx:
+        others = [conc[a, j] for j in range(M) if j not in (a, b)] + [conc[b, j] for j in range(M) if j not in (a, b)]
+        margin = min(margin, conc[a, b] - max(others))
+    return PairSearch(pairs, conc, float(margin), acc)
+
+
+def pair_precision_init(mapped: Sequence[np.ndarray], pairs: Sequence[tuple[int, int]], n: int
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear starting point of the encoder from Gaussian fits of the pair environments.
+
+    On the top-``n`` principal subspace of the mapped observations ``u``, fit a Gaussian to every
+    environment; for the pair ``(a, b)`` of node ``t`` the log ratio is ``alpha + beta z_t^2`` when
+    ``z_t`` is linear in ``u``, so the difference of precisions ``P_a - P_b`` is rank one along the
+    encoder row of ``z_t`` (the LSCALE-I argument applied to the pair score difference). The row is its
+    top eigenvector, centred at the pair's mean and scaled to unit observational variance; the head
+    starts at the 1-d Gaussian log ratio of the pair along it.
+
+    Returns ``(weight (n, d), bias (n,), heads (n, 3))`` for ``GScaleModel.linear_init``.
+    """
+    pooled = np.concatenate([m - m.mean(axis=0) for m in mapped])
+    _, vectors = np.linalg.eigh(np.cov(pooled, rowvar=False))
+    basis = vectors[:, ::-1][:, :n]  # (d, n)
+    ys = [m @ basis for m in mapped]
+    stats = [(y.mean(axis=0), np.linalg.inv(np.cov(y, rowvar=False))) for y in ys]
+    weight, bias, heads = [], [], []
+    for a, b in pairs:
+        values, vecs = np.linalg.eigh(stats[a][1] - stats[b][1])
+        w = basis @ vecs[:, np.argmax(np.abs(values))]
+        pa, pb = mapped[a] @ w, mapped[b] @ w
+        center = 0.5 * (pa.mean() + pb.mean())
+        sd = max(float((mapped[0] @ w - center).std()), 1e-12)
+        w, center = w / sd, center / sd
+        weight.append(w)
+        bias.append(-center)
+        za, zb = pa / sd - center, pb / sd - center
+        ma, va, mb, vb = za.mean(), max(za.var(), 1e-6), zb.mean(), max(zb.var(), 1e-6)
+        heads.append([-0.5 * (ma**2 / va - mb**2 / vb) - 0.5 * np.log(va / vb), ma / va - mb / vb,
+                      -0.5 * (1 / va - 1 / vb)])
+    return np.asarray(weight), np.asarray(bias), np.asarray(heads)
+
+
+# --- structured training --------------------------------------------------------------------------
+def _split(x: torch.Tensor, frac: float, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    perm = torch.as_tensor(rng.permutation(len(x)), device=x.device)
+    k = max(2, round(frac * len(x)))
+    return x[perm[k:]], x[perm[:k]]
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _train_restart(model: GScaleModel, train: list[torch.Tensor], val: list[torch.Tensor],
+                   slot: torch.Tensor, label: torch.Tensor, cfg: GScaleConfig, seed: int,
+                   dev: torch.device, checkpoint: Path | None, progress: bool) -> tuple[dict, dict]:
+    """Train one restart; returns the best state (by held-out loss) and the history."""
+    M = len(train) - 1
+    B = cfg.batch_size
+    gen = generator(seed, dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    steps = max(1, max(len(t) for t in train) // B)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs * steps), eta_min=0.05 * cfg.lr)
+    use_amp = cfg.amp and dev.type == "cuda"
+    history: dict[str, list[float]] = {"loss": [], "val_pair_loss": [], "val_reconstruction": [],
+                                       "val_pair_accuracy": []}
+    start, best_val, best_state = 1, math.inf, None
+    meta = {"seed": seed, "M": M, "epochs": cfg.epochs, "batch_size": B}
+    if checkpoint is not None and checkpoint.exists():
+        blob = torch.load(checkpoint, map_location=dev, weights_only=True)
+        if blob["meta"] == meta:
+            model.load_state_dict(blob["model"])
+            opt.load_state_dict(blob["optimizer"])
+            sched.load_state_dict(blob["scheduler"])
+            gen.set_state(blob["generator"].cpu())  # generator states are CPU byte tensors
+            history, best_val, start = blob["history"], blob["best_val"], blob["epoch"] + 1
+            best_state = blob["best_state"]
+
+    def losses(blocks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        sizes = [len(b) for b in blocks]
+        u = torch.cat(blocks)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            raw = model.raw(u)
+            recon = ((model.decoder_net(raw).float() - u) ** 2).mean()
+        raw = raw.float()
+        obs, rest = raw[: sizes[0]], raw[sizes[0]:]
+        if len(set(sizes[1:])) == 1:
+            r = model.logits(rest.view(M, sizes[1], -1), slot)
+            lab = label[:, None].expand_as(r)
+        else:  # held-out sets of unequal size: one block at a time
+            parts = torch.split(rest, sizes[1:])
+            r = torch.cat([model.logits(p[None], slot[m:m + 1])[0] for m, p in enumerate(parts)])[None]
+            lab = torch.cat([label[m].expand(s) for m, s in enumerate(sizes[1:])])[None]
+        # label 1 for the first environment of a pair, 0 for the second; both have equal weight
+        weights = torch.cat([torch.full((s,), 1.0 / s, device=dev) for s in sizes[1:]]).view_as(r) / M
+        pair = (F.binary_cross_entropy_with_logits(r, lab, reduction="none") * weights).sum()
+        acc = (((r > 0).float() == lab).float() * weights).sum()
+        scale = ((obs.var(dim=0) - 1.0) ** 2).mean()
+        return pair, recon, scale, acc
+
+    def evaluate() -> tuple[float, float, float]:
+        model.eval()
+        with torch.no_grad():
+            pair, recon, _, acc = losses(val)
+        return float(pair), float(recon), float(acc)
+
+    if start == 1:
+        p, r, a = evaluate()
+        history["loss"].append(math.nan)
+        history["val_pair_loss"].append(p)
+        history["val_reconstruction"].append(r)
+        history["val_pair_accuracy"].append(a)
+    bar = tqdm(range(start, cfg.epochs + 1), desc="gscale epochs", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        total = 0.0
+        for _ in range(steps):
+            batch = [t[torch.randint(len(t), (B,), generator=gen, device=dev)] for t in train]
+            pair, recon, scale, _ = losses(batch)
+            loss = pair + cfg.reconstruction_weight * recon + cfg.scale_weight * scale
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"GSCALE-I training diverged at epoch {epoch} (loss {float(loss.detach())}); no model was written. "
+                    "Lower lr or check the data scale.")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach())
+        p, r, a = evaluate()
+        history["loss"].append(total / steps)
+        history["val_pair_loss"].append(p)
+        history["val_reconstruction"].append(r)
+        history["val_pair_accuracy"].append(a)
+        bar.set_postfix(pair=f"{p:.3f}", rec=f"{r:.4f}", acc=f"{a:.3f}")
+        v = p + cfg.reconstruction_weight * r
+        if v < best_val:
+            best_val, best_state = v, copy.deepcopy(model.state_dict())
+        if checkpoint is not None and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs):
+            _save_atomic({"meta": meta, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                          "scheduler": sched.state_dict(), "generator": gen.get_state(), "history": history,
+                          "best_val": best_val, "best_state": best_state}, checkpoint)
+    if best_state is None:
+        best_state = copy.deepcopy(model.state_dict())
+    history["best_val"] = [best_val]
+    return best_state, history
+
+
+# --- graph --------------------------------------------------------------------------------------
+def descendant_statistic(latent_envs: Sequence[np.ndarray], pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+    """``K[i, k]``: Kolmogorov-Smirnov distance between the distributions of learned latent ``k`` in the
+    two environments of the pair on learned node ``i`` (``pairs[i]``).
+
+    The two environments differ only in the mechanism of node ``i``, so every non-descendant of ``i`` has
+    the same distribution in both: ``K[i, k]`` is at the sampling-noise level unless ``k`` is a
+    descendant of ``i``. No observational environment and no score estimate is involved.
+    """
+    n = latent_envs[0].shape[1]
+    K = np.zeros((n, n))
+    for i, (a, b) in enumerate(pairs):
+        za, zb = np.sort(latent_envs[a], axis=0), np.sort(latent_envs[b], axis=0)
+        for k in range(n):
+            if k == i:
+                continue
+            grid = np.concatenate([za[:, k], zb[:, k]])
+            cdf_a = np.searchsorted(za[:, k], grid, side="right") / len(za)
+            cdf_b = np.searchsorted(zb[:, k], grid, side="right") / len(zb)
+            K[i, k] = np.abs(cdf_a - cdf_b).max()
+    return K
+
+
+def latent_graph(latent_envs: Sequence[np.ndarray], pairs: Sequence[tuple[int, int]], *, seed: int = 0,
+                 device: str = "auto", epochs: int = 40, hidden: int = 64, batch_size: int = 256,
+                 null_quantile: float = 0.9) -> tuple[np.ndarray, dict[str, Any]]:
+    """Latent DAG over learned latents from their distributions in the environments.
+
+    1. Descendants: ``K = descendant_statistic`` (pair ``k`` on learned latent ``k``); cut by
+       ``gap_threshold`` (at least half of the ``n (n - 1)`` ordered pairs are not ancestor-descendant
+       pairs in any DAG), projected to the closest DAG with weights ``log(K / threshold)`` and closed
+       transitively: the estimated ancestor relation ``T``.
+    2. Its transitive reduction are edges of every DAG with that closure.
+    3. Shortcut edges ``i -> k`` (``i`` an ancestor of ``k`` through other nodes) need the score
+       difference: observational-vs-interventional log ratios estimated on the learned latents
+       (``causal_wm.crl.scores`` classifiers), ``D^m = s^0 - s^m`` supported on ``{k} ∪ pa(k)`` for ``m``
+       on ``k``; ``S[i, k] = sqrt(E[D_i^2] / E[D_k^2])``, the smaller over the two environments of ``k``
+       (the support is common, the estimation errors are not). A shortcut is kept when ``S`` exceeds
+       the ``null_quantile`` quantile of ``S`` over the pairs that ``T`` says are not ancestral
+       (there ``S`` is estimation error and leakage only).
+
+    Args:
+        latent_envs: learned latents ``(N_m, n)`` of every environment (``[0]`` observational).
+        pairs: ``n`` environment pairs; ``pairs[k]`` hits learned latent ``k``.
+
+    Returns ``(A, info)`` with ``A[i, j] = 1`` iff ``i -> j`` and the statistics and thresholds.
+    """
+    n = latent_envs[0].shape[1]
+    off = ~np.eye(n, dtype=bool)
+    K = descendant_statistic(latent_envs, pairs)
+    k_threshold = gap_threshold(K[off], n * (n - 1) // 2)
+    W = np.where(K > k_threshold, np.log(np.maximum(K, 1e-300) / k_threshold), 0.0)
+    np.fill_diagonal(W, 0.0)
+    order_dag = closest_dag(W).adjacency
+    T = transitive_closure(order_dag)
+    reduction = transitive_reduction(order_dag)
+
+    env_targets = np.zeros(len(latent_envs) - 1, dtype=np.int64)
+    for k, (a, b) in enumerate(pairs):
+        env_targets[[a - 1, b - 1]] = k
+    # unit observational variance makes the ratios of mean squared derivatives scale-free
+    sd = latent_envs[0].std(axis=0)
+    zs = [z / sd for z in latent_envs]
+    D = score_differences(zs, method="classifier", n=n, seed=seed, device=device, epochs=epochs, hidden=hidden,
+                          depth=2, batch_size=batch_size)
+    S = np.full((n, n), np.inf)
+    for m, Dm in enumerate(D):
+        k = int(env_targets[m])
+        e2 = np.mean(Dm**2, axis=0)
+        S[:, k] = np.minimum(S[:, k], np.sqrt(np.maximum(e2, 0.0) / max(e2[k], 1e-300)))
+    S[~np.isfinite(S)] = 0.0
+    np.fill_diagonal(S, 0.0)
+    null = S[(T == 0) & off]
+    s_threshold = float(np.quantile(null, null_quantile)) if null.size else np.inf
+    shortcuts = (T == 1) & (reduction == 0) & (S > s_threshold)
+    A = (reduction.astype(bool) | shortcuts).astype(np.int64)
+    return A, {"descendant_statistic": K, "descendant_threshold": k_threshold, "ancestors": T,
+               "score_statistic": S, "score_threshold": s_threshold}
+
+
+# --- the algorithm --------------------------------------------------------------------------------
+def gscale_i(envs: Sequence[np.ndarray], *, pairs: Sequence[Sequence[int]] | None = None, seed: int = 0,
+             device: str = "auto", n: int | None = None, preset: str = "cpu",
+             checkpoint_dir: str | os.PathLike | None = None, progress: bool = False,
+             **options: Any) -> GScaleResult:
+    """GSCALE-I on vector observations (see the module docstring for the method).
+
+    Args:
+        envs: ``envs[0]`` observational samples ``(N_0, d)``; ``envs[1:]`` ``2 n`` interventional
+            environments ``(N_m, d)``, two hard interventions per latent node, in any order.
+        pairs: ``n`` pairs of environment indices (1-based) that hit the same node; None finds them
+            (``find_pairs``).
+        seed: seed of every random choice (splits, initialisations, minibatches).
+        device: torch device; ``"auto"`` picks CUDA when available.
+        n: number of latents (default ``(len(envs) - 1) // 2``).
+        preset: ``"debug"`` (seconds), ``"cpu"`` or ``"full"`` (see ``PRESETS``).
+        checkpoint_dir: folder for restart checkpoints; a rerun with the same data and settings resumes.
+        progress: tqdm progress bars.
+        options: ``GScaleConfig`` fields overriding the preset (``epochs=...``, ``restarts=...``).
+
+    Returns:
+        ``GScaleResult`` with ``encode``/``decode`` (numpy), ``encoder``/``decoder`` (torch modules),
+        ``graph`` (``A[i, j] = 1`` iff learned ``i -> j``), ``env_targets``, ``pairs`` and diagnostics.
+
+    Raises:
+        ValueError: malformed environments (wrong count, NaN, ``d < n``, unequal ``d``) or settings.
+        TrainingDivergedError: a non-finite training loss.
+    """
+    envs, n, given = _validate(envs, n, pairs)
+    cfg = make_config(preset, **options)
+    dev = resolve_device(device)
+    M = 2 * n
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt is not None:
+        ckpt.mkdir(parents=True, exist_ok=True)
+    input_map = InputMap(np.concatenate(envs), cfg.input_transform).to(dev)
+    seconds["input_map"] = time.perf_counter() - t0
+
+    search: PairSearch | None = None
+    if given is None:
+        t = time.perf_counter()
+        pairs_file = ckpt / "pairs.json" if ckpt is not None else None
+        if pairs_file is not None and pairs_file.exists():
+            found = [tuple(p) for p in json.loads(pairs_file.read_text())["pairs"]]
+        else:
+            search = find_pairs(envs, n=n, config=cfg, seed=seed + 7919, device=str(dev), input_map=input_map)
+            found = search.pairs
+            if pairs_file is not None:
+                pairs_file.write_text(json.dumps({"pairs": [list(p) for p in found]}))
+        chosen = [(int(a), int(b)) for a, b in found]
+        seconds["pairing"] = time.perf_counter() - t
+    else:
+        chosen = given
+
+    slot_np = np.zeros(M, dtype=np.int64)
+    label_np = np.zeros(M, dtype=np.float32)
+    for k, (a, b) in enumerate(chosen):
+        slot_np[[a - 1, b - 1]] = k
+        label_np[a - 1] = 1.0
+    slot = torch.as_tensor(slot_np, device=dev)
+    label = torch.as_tensor(label_np, device=dev)
+
+    rng = np.random.default_rng(seed)
+    mapped = [input_map(torch.as_tensor(x, device=dev)).float() for x in envs]
+    splits = [_split(u, cfg.val_fraction, rng) for u in mapped]
+    train = [s[0] for s in splits]
+    val = [s[1] for s in splits]
+
+    t = time.perf_counter()
+    init = pair_precision_init([u.double().cpu().numpy() for u in train], chosen, n) if cfg.linear_init else None
+    histories, best = [], None
+    for r in tqdm(range(cfg.restarts), desc="gscale restarts", disable=not progress):
+        model = GScaleModel(input_map, n, cfg.hidden, cfg.depth, seed=seed + 1009 * r).to(dev)
+        if cfg.linear_init:
+            model.linear_init(*init)
+        path = ckpt / f"restart{r}.pt" if ckpt is not None else None
+        state, hist = _train_restart(model, train, val, slot, label, cfg, seed + 1009 * r + 1, dev, path, progress)
+        histories.append(hist)
+        if best is None or hist["best_val"][0] < best[0]:
+            best = (hist["best_val"][0], r, state)
+    seconds["encoder"] = time.perf_counter() - t
+    assert best is not None
+    model = GScaleModel(input_map, n, cfg.hidden, cfg.depth, seed=0).to(dev)
+    model.load_state_dict(best[2])
+    model.eval()
+    model.finalize(mapped[0])
+    model = model.cpu()
+
+    env_targets = slot_np.copy()
+    t = time.perf_counter()
+    latents = [GScaleResult(model, np.zeros((n, n)), env_targets, chosen, given is not None).encode(x) for x in envs]
+    graph, graph_info = latent_graph(latents, chosen, seed=seed + 31, device=str(dev), epochs=cfg.graph_epochs,
+                                     hidden=cfg.graph_hidden, batch_size=cfg.batch_size)
+    seconds["graph"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - t0
+    diagnostics: dict[str, Any] = {
+        "config": dataclasses.asdict(cfg), "preset": preset, "device": str(dev),
+        "chosen_restart": best[1], "restart_val_losses": [h["best_val"][0] for h in histories],
+        "val_pair_accuracy": histories[best[1]]["val_pair_accuracy"][-1],
+        "graph": graph_info, "seconds": seconds,
+    }
+    if search is not None:
+        diagnostics.update(pair_concentration=search.concentration, pair_margin=search.margin,
+                           pair_classifier_accuracy=search.classifier_accuracy)
+    return GScaleResult(model, graph, env_targets, chosen, given is not None, histories, diagnostics)
