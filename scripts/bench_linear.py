@@ -43,17 +43,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from causal_wm._random import as_generator
 from causal_wm.crl.dag import transitive_reduction
 from causal_wm.crl.lscale import lscale_i
 from causal_wm.crl.metrics import edge_precision_recall, evaluate, incorrect_mixing_norm, shd
 from causal_wm.scm import (
     CRLProblem,
-    Intervention,
-    erdos_renyi_dag,
     lscale_problem,
-    random_mixing,
-    random_scm,
     transitive_closure,
 )
 
@@ -91,20 +86,6 @@ class Config:
     """seed of run 0 (run r uses seed + r)"""
     out: str = "benchmarks/results/linear.json"
     """output JSON (a PNG is written next to it)"""
-
-
-def soft_problem(n: int, d: int, num_samples: int, *, seed: int, variance_factor: float = 5.0,
-                 parent_scale: float = 0.5) -> CRLProblem:
-    """LSCALE-I protocol with soft interventions that halve the parent weights and multiply the noise
-    variance by ``variance_factor`` (the published code's soft intervention); env order shuffled."""
-    rng = as_generator(seed)
-    scm = random_scm(erdos_renyi_dag(n, edge_prob=0.5, seed=rng), "linear", rng)
-    mixing = random_mixing("linear", n, d, rng)
-    interventions = [Intervention.soft(int(t), parent_scale=parent_scale, scale=float(np.sqrt(variance_factor)))
-                     for t in rng.permutation(n)]
-    envs: list[Intervention | None] = [None, *interventions]
-    latents = [scm.sample(num_samples, iv, rng) for iv in envs]
-    return CRLProblem([mixing(z) for z in latents], latents, envs, scm, mixing)
 
 
 def true_permutation(problem: CRLProblem, env_targets: np.ndarray) -> np.ndarray:
@@ -171,7 +152,7 @@ def run_lscale(cfg: Config, results: dict) -> dict:
         for r in tqdm(range(cfg.runs), desc=f"{mode} n={n} N={N}", leave=False):
             seed = cfg.seed + r
             problem = (lscale_problem(n, d, N, hard=True, seed=seed) if mode == "hard"
-                       else soft_problem(n, d, N, seed=seed))
+                       else lscale_problem(n, d, N, hard=False, seed=seed))
             oracle = problem.oracle_score_differences() if "oracle" in cfg.scores else None
             for s in cfg.scores:
                 rows[s].append(run_one(problem, hard=mode == "hard", scores=s, oracle=oracle))

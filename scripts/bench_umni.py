@@ -35,17 +35,11 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from causal_wm._random import as_generator  # noqa: E402
 from causal_wm.crl import metrics  # noqa: E402
 from causal_wm.crl.scores import score_differences, score_error  # noqa: E402
 from causal_wm.crl.umni import umni_crl  # noqa: E402
 from causal_wm.scm import (  # noqa: E402
     CRLProblem,
-    Intervention,
-    erdos_renyi_dag,
-    multi_node_target_matrix,
-    random_mixing,
-    random_scm,
     transitive_closure,
     umni_problem,
 )
@@ -61,21 +55,10 @@ PUBLISHED = {  # NeurIPS 2024 poster, means over runs; SHD = false positives + f
 
 def make_problem(n: int, d: int, num_samples: int, *, hard: bool, seed: int, variance_factor: float = 0.25,
                  parent_scale: float = 0.5) -> CRLProblem:
-    """One problem of the published design. Hard: ``umni_problem``. Soft: the same draws, with every
-    intervened node's parent weights times ``parent_scale`` and noise variance times
-    ``variance_factor`` (as the published code does)."""
-    if hard:
-        return umni_problem(n, d, num_samples, hard=True, hard_variance_factor=variance_factor, seed=seed)
-    rng = as_generator(seed)
-    scm = random_scm(erdos_renyi_dag(n, edge_prob=0.5, seed=rng, permute=False), "linear", rng)
-    mix = random_mixing("linear", n, d, rng)
-    T = multi_node_target_matrix(n, rng)
-    ivs: list[Intervention | None] = [None]
-    for row in T:
-        ivs.append(Intervention.soft(tuple(np.flatnonzero(row).tolist()), parent_scale=parent_scale,
-                                     scale=float(np.sqrt(variance_factor))))
-    latents = [scm.sample(num_samples, iv, rng) for iv in ivs]
-    return CRLProblem([mix(z) for z in latents], latents, ivs, scm, mix)
+    """One problem of the published design (``umni_problem``): hard interventions scale the noise
+    variance by ``variance_factor``; soft ones also multiply the parent weights by ``parent_scale``."""
+    return umni_problem(n, d, num_samples, hard=hard, hard_variance_factor=variance_factor,
+                        soft_parent_scale=parent_scale, soft_variance_factor=variance_factor, seed=seed)
 
 
 def _mean_se(values: list[float]) -> dict[str, float]:

@@ -142,11 +142,13 @@ def multi_node_target_matrix(n: int, seed: SeedLike = None, *, fill_rate: float 
 
 def umni_problem(n: int, d: int, num_samples: int, *, hard: bool = True, latent: str = "linear",
                  edge_prob: float = 0.5, hard_variance_factor: float = 0.25, soft_parent_scale: float = 0.5,
-                 target_matrix: np.ndarray | None = None, seed: SeedLike = None) -> CRLProblem:
+                 soft_variance_factor: float = 0.25, target_matrix: np.ndarray | None = None,
+                 seed: SeedLike = None) -> CRLProblem:
     """Unknown multi-node interventions (UMNI-CRL): ``n`` interventional envs, env ``m`` intervening on
     the nodes of row ``m - 1`` of ``target_matrix`` (default ``multi_node_target_matrix``). The
     graph is an Erdős–Rényi DAG in the order ``0..n-1`` (as published). Hard: noise variance times
-    ``hard_variance_factor``; soft: parent weights times ``soft_parent_scale``."""
+    ``hard_variance_factor``; soft: parent weights times ``soft_parent_scale`` and noise variance times
+    ``soft_variance_factor`` (as published: without it a soft intervention on a root changes nothing)."""
     rng = as_generator(seed)
     scm = random_scm(erdos_renyi_dag(n, edge_prob=edge_prob, seed=rng, permute=False), latent, rng)
     mix = random_mixing("linear", n, d, rng)
@@ -157,5 +159,5 @@ def umni_problem(n: int, d: int, num_samples: int, *, hard: bool = True, latent:
     for row in D:
         t = tuple(np.flatnonzero(row).tolist())
         ivs.append(Intervention.hard(t, scale=np.sqrt(hard_variance_factor)) if hard
-                   else Intervention.soft(t, parent_scale=soft_parent_scale))
+                   else Intervention.soft(t, parent_scale=soft_parent_scale, scale=np.sqrt(soft_variance_factor)))
     return _build(scm, mix, ivs, num_samples, rng)
