@@ -8,10 +8,12 @@
   classifier log ratios), sign convention observational minus interventional.
 - ``lscale_i`` (linear mixing, one intervention per node), ``umni_crl`` (linear mixing, unknown
   multi-node interventions), ``gscale_i`` (general mixing, two hard interventions per node).
+- ``fit_image_crl``: the image pipeline (autoencoder, pair log-ratio read-out, latent graph, decoder).
 - ``metrics``: MCC, R^2, SHD, edge precision/recall, incorrect-mixing norm, latent error.
 - ``dag``: exact closest-DAG projection by dynamic programming over subsets.
 
-The torch-based learners (``gscale_i``) are imported on first use so the linear algorithms stay light.
+The torch-based learners (``gscale_i``, ``fit_image_crl``) are imported on first use, so the linear
+algorithms stay light.
 """
 
 from causal_wm.crl import dag, metrics
@@ -25,6 +27,10 @@ def __getattr__(name: str):
         from causal_wm.crl import gscale
 
         return getattr(gscale, name)
+    if name in ("fit_image_crl", "ImageCRLResult"):
+        from causal_wm.crl import images
+
+        return getattr(images, name)
     if name in ("score_differences", "score_differences_between", "score_error", "scores"):
         from causal_wm.crl import scores
 
@@ -34,10 +40,12 @@ def __getattr__(name: str):
 
 __all__ = [
     "GScaleResult",
+    "ImageCRLResult",
     "LinearCRLResult",
     "UMNIResult",
     "closest_dag",
     "dag",
+    "fit_image_crl",
     "gscale_i",
     "lscale_i",
     "metrics",

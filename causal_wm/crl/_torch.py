@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from causal_wm.device import resolve_device  # noqa: F401  (the learners import it from here)
-
 
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A torch generator on ``device`` seeded with ``seed`` (leaves the global torch seed alone)."""

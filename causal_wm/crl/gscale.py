@@ -67,9 +67,10 @@ from scipy.stats import norm
 from torch import nn
 from tqdm.auto import tqdm
 
-from causal_wm.crl._torch import generator, resolve_device, smooth_mlp, train_early_stopping
+from causal_wm.crl._torch import generator, smooth_mlp, train_early_stopping
 from causal_wm.crl.dag import closest_dag, gap_threshold, transitive_reduction
 from causal_wm.crl.scores import score_differences, validate_envs
+from causal_wm.device import resolve_device
 from causal_wm.scm.graphs import transitive_closure
 
 __all__ = [

@@ -48,7 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from causal_wm.crl._torch import TrainResult, generator, resolve_device, smooth_mlp, train_early_stopping
+from causal_wm.crl._torch import TrainResult, generator, smooth_mlp, train_early_stopping
+from causal_wm.device import resolve_device
 
 if TYPE_CHECKING:
     from causal_wm.scm.protocol import CRLProblem
@@ -507,7 +508,7 @@ class ScoreMatchingScores(_LearnedScores):
         return [self._lift(scores[a] - scores[b]) for a, b in pairs]
 
 
-class _LogRatioNet(nn.Module):
+class LogRatioNet(nn.Module):
     """``r(u) = -0.5 u^T A u + w^T u + c + MLP(u)``, ``(B, k) -> (B,)``: the exact form of a
     Gaussian log density ratio (``A`` symmetric) plus a smooth residual."""
 
@@ -560,7 +561,7 @@ class ClassifierScores(_LearnedScores):
 
     def fit(self, envs: Sequence[np.ndarray]) -> ClassifierScores:
         self._prepare(envs)
-        self.networks: dict[tuple[int, int], _LogRatioNet] = {}
+        self.networks: dict[tuple[int, int], LogRatioNet] = {}
         self._gaussians: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         pairs = self.pairs if self.pairs is not None else [(0, m) for m in range(1, self.num_envs)]
         for a, b in tqdm([self._check_pair(a, b) for a, b in pairs], desc="classifiers",
@@ -573,14 +574,14 @@ class ClassifierScores(_LearnedScores):
             self._gaussians[m] = _gaussian_fit(self._train_u[m].double().cpu().numpy())
         return self._gaussians[m]
 
-    def _network(self, a: int, b: int) -> tuple[_LogRatioNet, float]:
+    def _network(self, a: int, b: int) -> tuple[LogRatioNet, float]:
         """The classifier of ``(a, b)`` and the sign that turns its logit into ``log p^a / p^b``."""
         if (a, b) in self.networks:
             return self.networks[(a, b)], 1.0
         if (b, a) in self.networks:
             return self.networks[(b, a)], -1.0
         seed = self.seed + 1000 * a + 37 * b
-        net = _LogRatioNet(self.support.n, self.hidden, self.depth, seed, zero_residual=self.gaussian_init)
+        net = LogRatioNet(self.support.n, self.hidden, self.depth, seed, zero_residual=self.gaussian_init)
         net.to(self.device)
         if self.gaussian_init:
             net.set_gaussian(*self._gaussian(a), *self._gaussian(b))
