@@ -1,1 +1,0 @@
-"""causal_wm.world_model"""

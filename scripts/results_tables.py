@@ -1,0 +1,136 @@
+"""Markdown tables of the benchmark results in ``benchmarks/results/*.json`` next to the published
+numbers (the README's "Results" section is this script's output).
+
+    python scripts/results_tables.py            # print
+    python scripts/results_tables.py --readme   # rewrite the block between the markers in README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+# SCIENCE.md section 8: the official code on this machine (LSCALE-I, gaussian scores, SHD reversal = 1)
+OFFICIAL_LSCALE = {(5, 50_000): (0.993, 0.87), (8, 50_000): (0.984, 3.81), (8, 10_000): (0.945, 10.8)}
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _ms(stat: dict, digits: int = 3) -> str:
+    spread = stat.get("se", stat.get("std"))
+    return f"{stat['mean']:.{digits}f}" if not spread else f"{stat['mean']:.{digits}f} ± {spread:.{digits}f}"
+
+
+def render() -> str:
+    out: list[str] = []
+    data = _load("render")
+    if data:
+        r = data["results"]
+        out += ["### Scenes and data (this 2-core CPU)", "",
+                "| measurement | value | goal |", "|---|---|---|",
+                f"| Balls-v0 steps/s through `gym.make` | {r['balls_env_steps_per_s']:,.0f} | >= 10,000 |",
+                f"| Balls batch renderer frames/s | {r['balls_batch_frames_per_s']:,.0f} | >= 50,000 |",
+                f"| same scene with matplotlib frames/s | {r['balls_matplotlib_frames_per_s']:,.0f} | "
+                f"({r['batch_over_matplotlib']:.0f}x slower) |",
+                f"| Shadow-v0 steps/s | {r['shadow_env_steps_per_s']:,.0f} | |"]
+    data = _load("collect")
+    if data:
+        rows = data.get("collect", {})
+        for key, label in (("1 process (", "collector, 1 process"), ("2 processes", "collector, 2 processes")):
+            row = next((v for k, v in rows.items() if k.startswith(key)), None)
+            if row:
+                out.append(f"| {label}, frames/s written to HDF5 | {row['frames_per_s']:,.0f} | >= 5,000 |")
+    out.append("")
+
+    data = _load("linear")
+    if data:
+        out += ["### LSCALE-I (linear mixing, one intervention per node; 20 runs per row, mean ± s.e.)", "",
+                "Soft interventions identify each latent up to mixing with its ancestors and the graph up to its "
+                "transitive closure: for soft rows SHD and precision/recall compare transitive closures.", "",
+                "| mode | scores | (n, d) | N | MCC | SHD (rev. 1) | precision / recall | s/run "
+                "| official code MCC / SHD |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for entry in data["lscale"].values():
+            s = dict(entry["summary"])
+            if entry["mode"] == "soft" and "shd_closure" in s:
+                s.update(shd=s["shd_closure"], edge_precision=s["closure_precision"], edge_recall=s["closure_recall"])
+            official = OFFICIAL_LSCALE.get((entry["n"], entry["num_samples"])) \
+                if entry["mode"] == "hard" and entry["scores"] == "gaussian" else None
+            out.append(f"| {entry['mode']} | {entry['scores']} | ({entry['n']}, {entry['d']}) | "
+                       f"{entry['num_samples']:,} | "
+                       f"{s['mcc_pearson']['mean']:.4f} | {_ms(s['shd'], 2)} | {s['edge_precision']['mean']:.2f} / "
+                       f"{s['edge_recall']['mean']:.2f} | {s['seconds']['mean']:.2f} | "
+                       f"{f'{official[0]:.3f} / {official[1]:.2f}' if official else ''} |")
+        out.append("")
+    data = _load("umni")
+    if data:
+        out += ["### UMNI-CRL (unknown multi-node interventions, d = 50, N = 100k, gaussian scores; 20 runs, "
+                "mean ± s.e.; SHD = false positives + false negatives as published)", "",
+                "| n | hard MCC (published) | hard SHD (published) | soft MCC (published) | soft SHD (published) |",
+                "|---|---|---|---|---|"]
+        res = data["results"]["gaussian"]
+        for n in sorted(res["hard"], key=int):
+            h, s = res["hard"][n], res.get("soft", {}).get(n)
+            ph, ps = h.get("published", {}), (s or {}).get("published", {})
+            cells = [f"{_ms(h['mcc'])} ({ph.get('mcc', '')})", f"{_ms(h['shd_rev2'], 2)} ({ph.get('shd', '')})"]
+            if s:
+                cells += [f"{_ms(s['mcc'])} ({ps.get('mcc', '')})", f"{_ms(s['shd_rev2'], 2)} ({ps.get('shd', '')})"]
+            out.append(f"| {n} | " + " | ".join(cells) + " |")
+        out.append("")
+    data = _load("gscale")
+    if data and data.get("vector"):
+        v = data["vector"]
+        out += [f"### GSCALE-I, vectors (quadratic latents, tanh(G Z), n = 8, estimated scores, pairing found; "
+                f"{v['settings']['runs']} runs, mean ± std)", "",
+                "| d | Z error (published) | SHD rev. 1 (published) | MCC Pearson / Spearman | pairs found | s/run |",
+                "|---|---|---|---|---|---|"]
+        for d, s in v["summary"].items():
+            pub = s.get("published_estimated", {})
+            out.append(f"| {d} | {_ms(s['z_error'])} ({pub.get('z_error', '')}) | {_ms(s['shd'], 1)} "
+                       f"({pub.get('shd', '')}) | {s['mcc_pearson']['mean']:.3f} / {s['mcc_spearman']['mean']:.3f} | "
+                       f"{s['pair_accuracy']['mean']:.3f} | {s['seconds']['mean']:.0f} |")
+        out += ["", f"Goal: Z error <= {v['goal']['z_error']}, SHD <= {v['goal']['shd']}.", ""]
+    if data and data.get("images"):
+        out += ["### Images: Balls-v0, 3 balls, n = 6 (published development runs: MCC 0.16 to 0.59)", "",
+                "| preset | route | Spearman MCC | Pearson MCC | R² diag / sep | SHD rev. 1 / 2 | seconds |",
+                "|---|---|---|---|---|---|---|"]
+        for preset, entry in data["images"].items():
+            for route, m in entry["routes"].items():
+                out.append(f"| {preset} | {route} | {m['mcc_spearman']:.3f} | {m['mcc_pearson']:.3f} | "
+                           f"{m['r2_diag']:.3f} / {m['r2_sep']:.3f} | {m['shd']} / {m['shd_rev2']} | "
+                           f"{m.get('seconds_end_to_end', float('nan')):.0f} |")
+            base = entry.get("plain_autoencoder_code")
+            if base:
+                out.append(f"| {preset} | plain autoencoder code | {base['mcc_spearman']:.3f} | "
+                           f"{base['mcc_pearson']:.3f} | | | |")
+        out += ["", "Goal (full preset, GPU): Spearman MCC >= 0.95 and SHD <= 1.", ""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readme", action="store_true", help="rewrite the results block of README.md")
+    args = parser.parse_args()
+    tables = render()
+    if not args.readme:
+        print(tables)
+        return
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"README.md has no {BEGIN} ... {END} block")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n{tables}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    main()
