@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from causal_wm.crl.dag import closest_dag, gap_threshold
+from causal_wm.crl.scores import score_differences, validate_envs
 
 __all__ = ["LinearCRLResult", "lscale_i"]
 
@@ -105,30 +106,9 @@ class LinearCRLResult:
 
 
 # --- input checks -------------------------------------------------------------------------------
-def _check_envs(envs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Environments as float64 arrays ``(N_m, d)`` with the same ``d`` and finite values."""
-    if isinstance(envs, np.ndarray) or not isinstance(envs, Sequence):
-        raise ValueError("envs must be a list of (N_m, d) arrays, one per environment (envs[0] observational)")
-    if len(envs) < 2:
-        raise ValueError(f"need an observational and at least one interventional environment, got {len(envs)}")
-    out = []
-    for m, x in enumerate(envs):
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 2:
-            raise ValueError(f"environment {m} must be a 2-D array (N, d), got shape {x.shape}")
-        # the sum is finite iff every entry is (a NaN or inf propagates); far cheaper than isfinite
-        # on the whole array, which is only consulted to rule out an overflow of the sum
-        if not np.isfinite(x.sum()) and not np.all(np.isfinite(x)):
-            raise ValueError(f"environment {m} contains NaN or infinite values")
-        out.append(x)
-    if len({x.shape[1] for x in out}) != 1:
-        raise ValueError(f"all environments must have the same dimension d, got {[x.shape[1] for x in out]}")
-    return out
-
-
 def _validate(envs: Sequence[np.ndarray], n: int | None, score_diffs: Sequence[np.ndarray] | None
               ) -> tuple[list[np.ndarray], int, list[np.ndarray] | None]:
-    envs = _check_envs(envs)
+    envs = validate_envs(envs)
     M = len(envs) - 1
     d = envs[0].shape[1]
     n = M if n is None else int(n)
@@ -417,7 +397,6 @@ def lscale_i(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | 
         if scores == "oracle":
             raise ValueError("scores='oracle' needs the ground truth: pass score_diffs="
                              "problem.oracle_score_differences() instead")
-        from causal_wm.crl.scores import score_differences
 
         t0 = time.perf_counter()
         Dy = score_differences(Y, method=scores, n=n, reference=0, seed=seed, **(score_options or {}))
