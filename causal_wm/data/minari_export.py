@@ -13,7 +13,8 @@ import numpy as np
 
 
 def episode_buffers(dataset: Any) -> list[dict[str, Any]]:
-    """One Minari episode dict per episode of ``dataset`` (observations ``(T + 1, H, W, C)`` uint8)."""
+    """One Minari episode (as a dict of ``EpisodeBuffer`` fields) per episode of ``dataset``;
+    observations ``(T + 1, H, W, C)`` uint8."""
     buffers = []
     episode = dataset.episode
     boundaries = np.flatnonzero(np.diff(episode)) + 1
@@ -25,6 +26,7 @@ def episode_buffers(dataset: Any) -> list[dict[str, Any]]:
         rows = np.arange(b, e)
         observations = np.concatenate([dataset.reset_observations([index]), dataset.observations(rows)])
         buffers.append({
+            "id": len(buffers),
             "observations": observations,
             "actions": dataset.actions(rows),
             "rewards": dataset.rewards(rows),
@@ -54,4 +56,9 @@ def to_minari(dataset: Any, dataset_id: str, **kwargs: Any) -> Any:
     kwargs.setdefault("observation_space", obs_space)
     kwargs.setdefault("action_space", action_space)
     kwargs.setdefault("algorithm_name", f"causal_wm.collect ({dataset.attrs.get('policy', '')})")
-    return minari.create_dataset_from_buffers(dataset_id, episode_buffers(dataset), **kwargs)
+    # Minari stores image observations as JPEG by default: lossy, so switched off here.
+    kwargs.setdefault("jpeg_encoding", False)
+    from minari.data_collector import EpisodeBuffer
+
+    buffers = [EpisodeBuffer(**episode) for episode in episode_buffers(dataset)]
+    return minari.create_dataset_from_buffers(dataset_id, buffers, **kwargs)

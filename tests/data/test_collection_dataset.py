@@ -118,6 +118,11 @@ def test_to_minari(ds, tmp_path, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     exported = ds.to_minari("collecttests/tiny-v0")
     assert exported.total_steps == len(ds)
+    # lossless: every step's image comes back bit for bit, after the episode's reset observation
+    first = next(iter(exported.iterate_episodes()))
+    rows = np.flatnonzero(ds.episode == ds.episode[0])
+    np.testing.assert_array_equal(first.observations[1:], ds.observations(rows))
+    np.testing.assert_array_equal(first.actions, ds.actions(rows))
 
 
 def test_to_minari_without_minari_says_so(ds):
