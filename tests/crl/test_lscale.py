@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from causal_wm.crl.dag import gap_threshold, transitive_reduction
-from causal_wm.crl.lscale import lscale_i
+from causal_wm.crl.lscale import _graph_from_statistics, _regression_statistics, lscale_i
 from causal_wm.crl.metrics import incorrect_mixing_norm, mcc, shd
 from causal_wm.scm import (
     lscale_problem,
@@ -57,6 +57,55 @@ def test_nonlinear_latents_exact_graph_from_soft_interventions():
     perm = np.empty(4, dtype=int)
     perm[[t[0] for t in p.targets]] = res.env_targets
     assert shd(p.graph, res.graph, perm) == 0
+
+
+def test_regression_statistics_zero_for_non_parent_ancestors():
+    # population covariance of the chain z0 -> z1 -> z2 plus z0 -> z3 <- z2: z0 is an ancestor of z2
+    # but not a parent, z1 is an ancestor of z3 but not a parent
+    n, N = 4, 10_000
+    B = np.zeros((n, n))
+    B[0, 1], B[1, 2], B[0, 3], B[2, 3] = 0.8, -0.5, 0.3, 0.6
+    lift = np.linalg.inv(np.eye(n) - B.T)  # z = lift @ noise
+    C = lift @ np.diag([1.0, 0.5, 2.0, 1.0]) @ lift.T
+    H = np.linalg.cholesky(C)  # any H with H H^T = C gives the same learned-latent covariance
+    T = _regression_statistics(H, N)
+    assert T[0, 2] < 1e-8 and T[1, 3] < 1e-8
+    for i, j in [(0, 1), (1, 2), (0, 3), (2, 3)]:
+        assert T[i, j] > 10
+    np.testing.assert_array_equal(np.tril(T), 0.0)
+    # t statistics grow like sqrt(N)
+    np.testing.assert_allclose(_regression_statistics(H, 4 * N)[0, 1], 2 * T[0, 1])
+
+
+def test_regression_evidence_removes_a_false_score_edge():
+    # chain 0 -> 1 -> 2 -> 3; the score statistics also carry moderate evidence for 0 -> 2
+    n, N = 4, 50_000
+    S, U = np.full((n, n), 0.01), np.full((n, n), 2.0)
+    T = np.zeros((n, n))
+    for i, j in [(0, 1), (1, 2), (2, 3)]:
+        S[i, j], U[i, j], T[i, j] = 0.6, 40.0, 200.0
+    S[0, 2], U[0, 2] = 0.2, 12.0
+    T[0, 2], T[0, 3], T[1, 3] = 15.0, 10.0, 12.0
+    np.fill_diagonal(S, 0.0)
+    np.fill_diagonal(U, 0.0)
+    noise = U / np.sqrt(N / n)
+    chain = np.eye(n, k=1, dtype=np.int64)
+    without, _ = _graph_from_statistics(S, noise, "auto", N)
+    assert without[0, 2] == 1
+    graph, info = _graph_from_statistics(S, noise, "auto", N, T)
+    np.testing.assert_array_equal(graph, chain)
+    assert 15.0 < info["threshold_t"] < 200.0
+
+
+def test_hard_gaussian_scores_weak_edges_n8():
+    # a run where the score statistics alone add a false edge between an ancestor and its grandchild
+    p = lscale_problem(8, 100, 50_000, hard=True, seed=17)
+    res = lscale_i(p.observations, hard=True)
+    m = mcc(p.latents[0], res.encode(p.observations[0]))
+    assert m.value > 0.99
+    assert shd(p.graph, res.graph, m.permutation) == 0
+    T = np.array(res.diagnostics["edge_statistic_t"])
+    assert T.shape == (8, 8) and np.all(np.tril(T) == 0)
 
 
 def test_gap_threshold_splits_null_and_signal():
