@@ -402,7 +402,7 @@ class GScaleResult:
         """Inverse of ``save``."""
         blob = torch.load(path, map_location="cpu", weights_only=True)
         d, n, knots = blob["d"], blob["n"], blob["knots"]
-        # a placeholder fit of the right shapes; the buffers are overwritten by the saved state
+        # any fit of the right shapes will do: load_state_dict overwrites its buffers with the saved ones
         input_map = InputMap(np.linspace(-1, 1, 4 * d).reshape(-1, d) if blob["input_transform"] == "standard"
                              else np.random.default_rng(0).standard_normal((max(knots, 8), d)),
                              blob["input_transform"], knots)
