@@ -67,7 +67,7 @@ from scipy.stats import norm
 from torch import nn
 from tqdm.auto import tqdm
 
-from causal_wm.crl._torch import generator, smooth_mlp, train_early_stopping
+from causal_wm.crl._torch import generator, save_atomic, smooth_mlp, to_jsonable, train_early_stopping
 from causal_wm.crl.dag import closest_dag, gap_threshold, transitive_reduction
 from causal_wm.crl.scores import score_differences, validate_envs
 from causal_wm.device import resolve_device
@@ -386,7 +386,7 @@ class GScaleResult:
 
     def save(self, path: str | os.PathLike) -> None:
         """Save everything (``torch.load(path, weights_only=True)``-safe: tensors, numbers, strings)."""
-        torch.save({
+        save_atomic({
             "state": self.model.state_dict(),
             "n": self.n, "d": self.d,
             "hidden": self.diagnostics["config"]["hidden"], "depth": self.diagnostics["config"]["depth"],
@@ -394,7 +394,7 @@ class GScaleResult:
             "knots": int(self.model.input_map.x_knots.shape[1]),
             "graph": torch.as_tensor(self.graph), "env_targets": torch.as_tensor(self.env_targets),
             "pairs": [list(p) for p in self.pairs], "pairs_given": self.pairs_given,
-            "history": self.history, "diagnostics": json.dumps(_jsonable(self.diagnostics)),
+            "history": self.history, "diagnostics": json.dumps(to_jsonable(self.diagnostics)),
         }, path)
 
     @classmethod
@@ -413,17 +413,6 @@ class GScaleResult:
                    [tuple(p) for p in blob["pairs"]], bool(blob["pairs_given"]), blob["history"],
                    json.loads(blob["diagnostics"]))
 
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    return obj
 
 
 # --- input checks -------------------------------------------------------------------------------
@@ -674,11 +663,6 @@ def _split(x: torch.Tensor, frac: float, rng: np.random.Generator) -> tuple[torc
     return x[perm[k:]], x[perm[:k]]
 
 
-def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
 
 def _train_restart(model: GScaleModel, train: list[torch.Tensor], val: list[torch.Tensor],
                    slot: torch.Tensor, label: torch.Tensor, cfg: GScaleConfig, seed: int,
@@ -766,7 +750,7 @@ def _train_restart(model: GScaleModel, train: list[torch.Tensor], val: list[torc
         if v < best_val:
             best_val, best_state = v, copy.deepcopy(model.state_dict())
         if checkpoint is not None and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs):
-            _save_atomic({"meta": meta, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            save_atomic({"meta": meta, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                           "scheduler": sched.state_dict(), "generator": gen.get_state(), "history": history,
                           "best_val": best_val, "best_state": best_state}, checkpoint)
     if best_state is None:

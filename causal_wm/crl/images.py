@@ -79,7 +79,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from causal_wm.crl._torch import train_early_stopping
+from causal_wm.crl._torch import save_atomic, to_jsonable, train_early_stopping
 from causal_wm.crl.dag import closest_dag, gap_threshold
 from causal_wm.crl.image_models import (
     ConvAutoencoder,
@@ -415,11 +415,6 @@ def prepare_images(images: Any, image_size: int) -> torch.Tensor:
 
 
 # --- checkpoints ------------------------------------------------------------------------------------
-def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
 
 def _load_checkpoint(path: Path | None, fingerprint: str) -> dict[str, Any] | None:
     if path is None or not path.exists():
@@ -548,9 +543,9 @@ class ImageCRLResult:
             "modules": {name: {k: v.detach().cpu() for k, v in m.state_dict().items()}
                         for name, m in (("autoencoder", self.autoencoder), ("readout", self.readout),
                                         ("latent_decoder", self.latent_decoder))},
-            "diagnostics": json.dumps(_jsonable(self.diagnostics)),
+            "diagnostics": json.dumps(to_jsonable(self.diagnostics)),
         }
-        _save_atomic(state, path)
+        save_atomic(state, path)
         return path
 
     @classmethod
@@ -598,17 +593,6 @@ def _chunks(images: Any, batch_size: int):
     for s in range(0, n, batch_size):
         yield images[s: s + batch_size]
 
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _build_modules(config: ImageCRLConfig, n: int, seed: int) -> tuple[ConvAutoencoder, nn.Module, LatentDecoder]:
@@ -786,8 +770,8 @@ def fit_image_crl(data: Any, *, preset: str = "cpu", device: str | torch.device 
         readout_diag = _fit_readout(readout, config, codes_train, codes_val, pairs, dev, seed, progress)
         seconds["readout"] = time.perf_counter() - t0
         if path2 is not None:
-            _save_atomic({"fingerprint": later_print, "readout": readout.state_dict(), "seconds": seconds["readout"],
-                          "diagnostics": json.dumps(_jsonable(readout_diag))}, path2)
+            save_atomic({"fingerprint": later_print, "readout": readout.state_dict(), "seconds": seconds["readout"],
+                          "diagnostics": json.dumps(to_jsonable(readout_diag))}, path2)
     else:
         readout.load_state_dict(state2["readout"])
         readout_diag = json.loads(state2["diagnostics"])
@@ -807,7 +791,7 @@ def fit_image_crl(data: Any, *, preset: str = "cpu", device: str | torch.device 
         strength = _graph_strength(z_train, z_val, pairs, config, dev, seed, progress)
         seconds["graph"] = time.perf_counter() - t0
         if path3 is not None:
-            _save_atomic({"fingerprint": later_print, "strength": torch.as_tensor(strength),
+            save_atomic({"fingerprint": later_print, "strength": torch.as_tensor(strength),
                           "seconds": seconds["graph"]}, path3)
     else:
         strength = state3["strength"].numpy()
@@ -823,7 +807,7 @@ def fit_image_crl(data: Any, *, preset: str = "cpu", device: str | torch.device 
         _check_finite(float(sum(p.detach().sum() for p in latent_decoder.parameters())), "the latent decoder")
         seconds["decoder"] = time.perf_counter() - t0
         if path4 is not None:
-            _save_atomic({"fingerprint": later_print, "decoder": latent_decoder.state_dict(),
+            save_atomic({"fingerprint": later_print, "decoder": latent_decoder.state_dict(),
                           "seconds": seconds["decoder"]}, path4)
     else:
         latent_decoder.load_state_dict(state4["decoder"])
@@ -895,7 +879,7 @@ def _train_autoencoder(ae: ConvAutoencoder, batches: _Batches, train: np.ndarray
                         "seconds": time.perf_counter() - epoch_start})
         bar.set_postfix(bce=f"{train_loss:.4f}", val_mse=f"{val_loss:.5f}")
         if path is not None:
-            _save_atomic({"fingerprint": fingerprint, "epoch": epoch + 1, "model": ae.state_dict(),
+            save_atomic({"fingerprint": fingerprint, "epoch": epoch + 1, "model": ae.state_dict(),
                           "optimizer": opt.state_dict(), "history": history}, path)
         if callback is not None:
             callback({"stage": "autoencoder", **history[-1]})

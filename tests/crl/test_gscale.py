@@ -147,16 +147,16 @@ def test_checkpoint_resume_matches_an_uninterrupted_run(tiny, tmp_path, monkeypa
     options = dict(pairs=tiny.pairs, preset="debug", seed=1, device="cpu", epochs=8, checkpoint_every=4)
     reference = gscale_i(tiny.observations, checkpoint_dir=tmp_path / "a", **options)
 
-    original = gscale._save_atomic
+    original = gscale.save_atomic
 
     def interrupt_after_first_checkpoint(obj, path):
         original(obj, path)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gscale, "_save_atomic", interrupt_after_first_checkpoint)
+    monkeypatch.setattr(gscale, "save_atomic", interrupt_after_first_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         gscale_i(tiny.observations, checkpoint_dir=tmp_path / "b", **options)
-    monkeypatch.setattr(gscale, "_save_atomic", original)
+    monkeypatch.setattr(gscale, "save_atomic", original)
     saved = torch.load(tmp_path / "b" / "restart0.pt", weights_only=True)
     assert saved["epoch"] == 4
     resumed = gscale_i(tiny.observations, checkpoint_dir=tmp_path / "b", **options)
