@@ -6,6 +6,7 @@ Importing the package registers the causal scene environments with gymnasium
     import gymnasium as gym, causal_wm
     env = gym.make("causal_wm/Balls-v0")
     ds = causal_wm.collect(env, steps=10_000, path="balls.h5")
+    model = causal_wm.CausalWorldModel.fit(ds)
 """
 
 __version__ = "0.1.0"
@@ -18,12 +19,17 @@ _register_envs()
 
 
 def __getattr__(name: str):
-    # The collector pulls in h5py and torch: import it on first use so `import causal_wm` stays light.
+    # The collector and the world model pull in h5py and torch: import them on first use so that
+    # `import causal_wm` stays light.
     if name in ("collect", "Dataset"):
         from causal_wm import data
 
         return getattr(data, name)
+    if name == "CausalWorldModel":
+        from causal_wm.world_model import CausalWorldModel
+
+        return CausalWorldModel
     raise AttributeError(f"module 'causal_wm' has no attribute {name!r}")
 
 
-__all__ = ["SCM", "Dataset", "Intervention", "__version__", "collect", "scm"]
+__all__ = ["SCM", "CausalWorldModel", "Dataset", "Intervention", "__version__", "collect", "scm"]

@@ -2,6 +2,12 @@
 
     causal-wm collect causal_wm/Balls-v0 --steps 100000 --out balls.h5 --num-envs 2 --vectorization async
     causal-wm collect causal_wm/Balls-v0 --per-regime 10000 --out balls_balanced.h5
+    causal-wm fit balls_balanced.h5 --out model.pt
+    causal-wm evaluate model.pt --out eval/
+    causal-wm plan model.pt --steps 200
+    causal-wm train-agent --obs-type causal --model-path model.pt --total-timesteps 20000
+    causal-wm bench planning
+    causal-wm demo
 
 Every subcommand lives in its own ``add_<name>_command(subparsers)`` function that registers a parser
 whose ``handler`` default runs it; adding a subcommand means writing one such function and listing it
@@ -129,6 +135,225 @@ def run_collect(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# fit
+# --------------------------------------------------------------------------------------------------
+def add_fit_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fit", help="learn a causal world model from a collection",
+        description="Learn the causal world model of an HDF5 collection (seeing plus acting data): the "
+                    "encoder and decoder, the latent graph, one mechanism per latent, the regimes' "
+                    "interventional distributions and the persistence. Checkpoints in --checkpoint-dir "
+                    "let an interrupted run resume.")
+    parser.add_argument("data", metavar="DATA", help="the collection (HDF5 file from causal-wm collect)")
+    parser.add_argument("--out", required=True, metavar="PATH", help="the model file to write (.pt)")
+    parser.add_argument("--preset", choices=("default", "debug", "cpu", "full"), default="default",
+                        help="default: full on CUDA, cpu elsewhere; debug: seconds")
+    parser.add_argument("--device", default="auto", help="torch device (default auto: CUDA when present)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default 0)")
+    parser.add_argument("--representation", default=None, metavar="PATH",
+                        help="an image CRL model (causal_wm.crl.images) fitted on DATA: skip that stage")
+    parser.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                        help="checkpoints of the representation learner (default: next to --out)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(handler=run_fit)
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from causal_wm.data import Dataset
+    from causal_wm.world_model import CausalWorldModel
+
+    if not Path(args.data).exists():
+        raise UsageError(f"no collection at {args.data}")
+    out = Path(args.out)
+    representation = None
+    if args.representation:
+        from causal_wm.crl.images import ImageCRLResult
+
+        representation = ImageCRLResult.load(args.representation, device=args.device)
+    checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.stem + "_checkpoints")
+    model = CausalWorldModel.fit(Dataset(args.data), preset=args.preset, device=args.device, seed=args.seed,
+                                 representation=representation, checkpoint_dir=checkpoints,
+                                 progress=not args.no_progress)
+    model.save(out)
+    print(f"{out}: {model!r}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluate
+# --------------------------------------------------------------------------------------------------
+def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="score a causal world model against a scene's ground truth",
+        description="Score a model on fresh frames of a causal scene: MCC (Pearson, Spearman), R^2, SHD of the "
+                    "learned graph, and for every intervention of the scene's menu (including ones the "
+                    "data never showed) the distance between imagined and real latents (MMD, W2) and the "
+                    "image error of imagined interventions. Writes metrics.json and PNG figures.")
+    parser.add_argument("model", metavar="MODEL", help="the model file (causal-wm fit)")
+    parser.add_argument("--env-id", default="causal_wm/Balls-v0", help="the scene (default causal_wm/Balls-v0)")
+    parser.add_argument("--env-kwargs", type=_json_object, default=None, metavar="JSON",
+                        help="keyword arguments for gymnasium.make (must match the training data's scene)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder of metrics.json and the figures")
+    parser.add_argument("--frames", type=_positive_int, default=2000, help="observational test frames")
+    parser.add_argument("--samples", type=_positive_int, default=1000, help="samples per intervention")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default 0)")
+    parser.add_argument("--device", default="auto", help="torch device (default auto)")
+    parser.set_defaults(handler=run_evaluate)
+
+
+def _scene_env(env_id: str, env_kwargs: dict[str, Any] | None) -> Any:
+    import gymnasium as gym
+
+    import causal_wm  # noqa: F401  (registers the project's envs)
+
+    if env_id not in gym.registry:
+        raise UsageError(f"unknown env id {env_id!r}")
+    return gym.make(env_id, **(env_kwargs or {}))
+
+
+def _load_world_model(path: str, device: str) -> Any:
+    from pathlib import Path
+
+    from causal_wm.world_model import CausalWorldModel
+
+    if not Path(path).exists():
+        raise UsageError(f"no model file at {path}")
+    return CausalWorldModel.load(path, device=device)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from causal_wm.crl._torch import to_jsonable
+    from causal_wm.world_model.scoring import evaluate_world_model, world_model_figures
+
+    model = _load_world_model(args.model, args.device)
+    env = _scene_env(args.env_id, args.env_kwargs)
+    metrics = evaluate_world_model(model, env, frames=args.frames, samples=args.samples, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics["figures"] = world_model_figures(model, metrics, env, out, seed=args.seed)
+    (out / "metrics.json").write_text(json.dumps(to_jsonable(metrics), indent=1) + "\n")
+    print(f"Spearman MCC {metrics['mcc_spearman']:.3f}, Pearson MCC {metrics['mcc_pearson']:.3f}, "
+          f"SHD {metrics['shd']}, interventional MMD {metrics.get('intervention_mmd', float('nan')):.4f}; "
+          f"{out / 'metrics.json'}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# plan
+# --------------------------------------------------------------------------------------------------
+def add_plan_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "plan", help="choose interventions with a learned model on a reach task; compare with the oracle",
+        description="Run a planner that imagines every action with the learned causal world model (the agent "
+                    "sees frames only) on the scene's reach task, next to the same planner with the true SCM "
+                    "(oracle) and random actions. Prints success rates and writes JSON.")
+    parser.add_argument("model", metavar="MODEL", help="the model file (causal-wm fit)")
+    parser.add_argument("--env-id", default="causal_wm/Balls-v0", help="the scene (default causal_wm/Balls-v0)")
+    parser.add_argument("--env-kwargs", type=_json_object, default=None, metavar="JSON",
+                        help="keyword arguments for gymnasium.make; task='reach' is added")
+    parser.add_argument("--planner", choices=("one-step", "cem"), default="one-step",
+                        help="one-step: exhaustive search over the menu; cem: model-predictive control")
+    parser.add_argument("--horizon", type=_positive_int, default=3, help="CEM horizon (default 3)")
+    parser.add_argument("--steps", type=_positive_int, default=200, help="env steps per planner (default 200)")
+    parser.add_argument("--samples", type=_positive_int, default=256, help="imagined samples per action")
+    parser.add_argument("--tolerance", type=float, default=0.5, help="success tolerance (default 0.5)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default 0)")
+    parser.add_argument("--out", default=None, metavar="PATH", help="write the results as JSON here")
+    parser.add_argument("--device", default="auto", help="torch device (default auto)")
+    parser.set_defaults(handler=run_plan)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from causal_wm.agents.evaluation import compare_planners
+
+    model = _load_world_model(args.model, args.device)
+    env = _scene_env(args.env_id, {**(args.env_kwargs or {}), "task": "reach"})
+    results = compare_planners(model, env, planner=args.planner, horizon=args.horizon, steps=args.steps,
+                               num_samples=args.samples, tolerance=args.tolerance, seed=args.seed)
+    for name, r in results["planners"].items():
+        print(f"{name:>8}: success {r['success_rate']:.3f}, mean reward {r['mean_reward']:.3f}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# train-agent
+# --------------------------------------------------------------------------------------------------
+def add_train_agent_command(subparsers: argparse._SubParsersAction) -> None:
+    from causal_wm.agents.training import TrainConfig, add_config_arguments
+
+    parser = subparsers.add_parser(
+        "train-agent", help="train a stable-baselines3 agent on pixels, learned causal features, a plain "
+                            "autoencoder's code or the true latents",
+        description="Train one PPO, A2C or DQN agent on a causal scene (default: the Balls-v0 reach task with "
+                    "persistence 0.9). --obs-type causal needs --model-path (a causal world model or image CRL "
+                    "model). Writes TensorBoard logs, curve.json and agent.zip under --out.")
+    add_config_arguments(parser, TrainConfig)
+    parser.set_defaults(handler=run_train_agent)
+
+
+def run_train_agent(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from causal_wm.agents.training import TrainConfig, check_config, train
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = check_config(TrainConfig(**{k: v for k, v in vars(args).items() if k in names}))
+    result = train(config)
+    final = result["final_return"]
+    print(f"{result['run_dir']}: {result['episodes']} episodes, final return "
+          f"{'n/a' if final is None else f'{final:.2f}'}, {result['steps_per_s']:.0f} steps/s")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# bench
+# --------------------------------------------------------------------------------------------------
+def _scripts_dir() -> Any:
+    from pathlib import Path
+
+    import causal_wm
+
+    return Path(causal_wm.__file__).resolve().parents[1] / "scripts"
+
+
+def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="run a benchmark script (scripts/bench_NAME.py of a source checkout)",
+        description="Run scripts/bench_NAME.py (results go to benchmarks/results/). Arguments after NAME are "
+                    "passed to the script; `causal-wm bench NAME -- --help` shows them.")
+    parser.add_argument("name", metavar="NAME", help="render, collect, scores, linear, umni, gscale, "
+                                                      "gscale_images, planning, agents, or 'list'")
+    parser.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
+    parser.set_defaults(handler=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import subprocess
+
+    folder = _scripts_dir()
+    available = sorted(p.stem[len("bench_"):] for p in folder.glob("bench_*.py")) if folder.is_dir() else []
+    if not available:
+        raise UsageError("the benchmark scripts ship with the source checkout (scripts/); none found next to "
+                         "the installed package")
+    if args.name == "list":
+        print("\n".join(available))
+        return 0
+    if args.name not in available:
+        raise UsageError(f"unknown benchmark {args.name!r}; available: {', '.join(available)}")
+    script_args = [a for a in args.script_args if a != "--"]
+    return subprocess.call([sys.executable, str(folder / f"bench_{args.name}.py"), *script_args])
+
+
+# --------------------------------------------------------------------------------------------------
 # demo
 # --------------------------------------------------------------------------------------------------
 def add_demo_command(subparsers: argparse._SubParsersAction) -> None:
@@ -159,7 +384,10 @@ def run_demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_collect_command, add_demo_command]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_collect_command, add_fit_command, add_evaluate_command, add_plan_command, add_train_agent_command,
+    add_bench_command, add_demo_command,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -112,6 +112,59 @@ def render() -> str:
                 out.append(f"| {preset} | plain autoencoder code | {base['mcc_spearman']:.3f} | "
                            f"{base['mcc_pearson']:.3f} | | | |")
         out += ["", "Goal (full preset, GPU): Spearman MCC >= 0.95 and SHD <= 1.", ""]
+    planning = _load("planning")
+    for scene_name, data in (planning or {}).get("scenes", {}).items():
+        task, cfg = data["task"], data["config"]
+        out += [f"### Planning interventions: {scene_name} reach task "
+                f"(goal {task['goal_name']} = {task['goal_value']:g}, "
+                f"success within {task['tolerance']:g}; {cfg['seeds']} seeds x {cfg['steps']} steps, mean ± s.e.)", "",
+                "Same one-step planner, four models. In distribution: the data's menu (mean-shift pairs). Out of "
+                "distribution: only do interventions at values and node pairs the data never showed. The models plan "
+                "from frames through the learned encoder; the true-latent columns fit the same two model classes "
+                "on the data's true latents (the causal one with the true graph: the ablation without "
+                "representation error). Prediction error: MMD "
+                "between imagined and real (encoded) latents, mean over the scenario's interventions.", "",
+                "| scenario | oracle (true SCM) | causal world model | non-causal model | random | "
+                "causal / non-causal on true latents | MMD causal / non-causal |",
+                "|---|---|---|---|---|---|---|"]
+        for scenario, entry in data["results"].items():
+            s, pred = entry["planning"]["summary"], entry["prediction"]["mean"]
+            cells = [f"{s[p]['success_rate']:.3f} ± {s[p]['success_rate_se']:.3f}"
+                     for p in ("oracle", "causal", "noncausal", "random")]
+            if "causal_true_latents" in s:
+                cells.append(f"{s['causal_true_latents']['success_rate']:.3f} / "
+                             f"{s['noncausal_true_latents']['success_rate']:.3f}")
+            else:
+                cells.append("")
+            out.append(f"| {scenario.replace('_', ' ')} | " + " | ".join(cells)
+                       + f" | {pred['causal']['mmd']:.4f} / {pred['noncausal']['mmd']:.4f} |")
+        g = data["goals"]
+        out += ["", f"Causal / oracle success: {g['in_distribution_causal_over_oracle']:.2f} in distribution "
+                f"(goal >= 0.9), "
+                f"{g['out_of_distribution_causal_over_oracle']:.2f} out of distribution (goal >= 0.8); causal / "
+                f"non-causal out of distribution {g['out_of_distribution_causal_over_noncausal']:.2f} (goal >= 2).", ""]
+    agents = _load("agents")
+    if agents and agents.get("summary"):
+        st = agents["settings"]
+        rho = st["env_kwargs"].get("persistence")
+        out += [f"### Agents: PPO on four observation types (reach task, persistence {rho}; "
+                f"{st['seeds']} seeds x {st['total_timesteps']:,} env steps)", "",
+                "Steps to threshold: first point where the smoothed mean curve reaches random + 0.9 x (true-latent "
+                "agent's final return - random); '-' = not reached. Steps/s: training throughput on this CPU.", "",
+                "| scene | observation | steps to threshold | final return | steps/s |",
+                "|---|---|---|---|---|"]
+        for scene_name, entry in agents["summary"].items():
+            for obs, row in entry.get("obs_types", {}).items():
+                steps = row["steps_to_threshold_mean_curve"]
+                out.append(f"| {scene_name} | {obs} | {'-' if steps is None else f'{steps:,}'} | "
+                           f"{row['final_smoothed_return_mean']:.1f} | {row['steps_per_s_mean']:,.0f} |")
+        goal = agents["summary"].get("Balls-v0", {}).get("goal")
+        if goal:
+            out += ["", "Goal (Balls-v0): the causal encoder reaches the threshold in <= 1/5 of the pixel agent's "
+                    "steps "
+                    f"and before the plain autoencoder: causal / pixels = {goal['causal_over_pixels']:.2f}, "
+                    f"{'met' if goal['met'] else 'not met'}."]
+        out.append("")
     return "\n".join(out)
 
 

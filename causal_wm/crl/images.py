@@ -531,11 +531,9 @@ class ImageCRLResult:
         return self.decode(z.reshape(-1, self.n)).reshape(self.n, len(values), *([self.image_size] * 2), 3)
 
     # --- persistence ---
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the model with ``torch.save`` (plain tensors, lists and strings: loadable with
-        ``weights_only=True``)."""
-        path = Path(path)
-        state = {
+    def state(self) -> dict[str, Any]:
+        """Everything ``from_state`` needs: plain tensors, lists and strings (``weights_only``-safe)."""
+        return {
             "format": FORMAT, "version": FORMAT_VERSION, "config": dict(self.config),
             "pairs": [list(p) for p in self.pairs],
             "env_targets": [[int(r), list(t)] for r, t in sorted(self.env_targets.items())],
@@ -545,17 +543,14 @@ class ImageCRLResult:
                                         ("latent_decoder", self.latent_decoder))},
             "diagnostics": json.dumps(to_jsonable(self.diagnostics)),
         }
-        save_atomic(state, path)
-        return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> ImageCRLResult:
-        """Read a model written by ``save`` onto ``device``."""
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    def from_state(cls, state: Any, device: str | torch.device = "auto", source: str = "state") -> ImageCRLResult:
+        """Rebuild a result from ``state()`` onto ``device`` (modules frozen, in eval mode)."""
         if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise ValueError(f"{path} is not an image CRL model (format {FORMAT!r})")
+            raise ValueError(f"{source} is not an image CRL model (format {FORMAT!r})")
         if state.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{path} has format version {state.get('version')}, this code reads {FORMAT_VERSION}")
+            raise ValueError(f"{source} has format version {state.get('version')}, this code reads {FORMAT_VERSION}")
         config = make_config("cpu", **state["config"])
         pairs = [tuple(p) for p in state["pairs"]]
         ae, readout, decoder = _build_modules(config, len(pairs), seed=0)
@@ -568,6 +563,19 @@ class ImageCRLResult:
         for m in (ae, readout, decoder):
             m.eval().requires_grad_(False)
         return result
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model with ``torch.save`` (plain tensors, lists and strings: loadable with
+        ``weights_only=True``)."""
+        path = Path(path)
+        save_atomic(self.state(), path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> ImageCRLResult:
+        """Read a model written by ``save`` onto ``device``."""
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        return cls.from_state(state, device, source=str(path))
 
 
 class _Encoder(nn.Module):

@@ -1,0 +1,433 @@
+"""A non-causal baseline world model: an action-conditioned Gaussian predictor in latent space.
+
+``ActionConditionedModel`` predicts the next latents ``(n,)`` from a fixed description of the
+action (``intervention_features``) and, in persistent worlds, from the current latents and the
+action that produced them. It has no graph and no mechanisms: whatever it knows about an
+intervention it must read off the intervention's features, so it is the reference the causal
+world model has to beat on interventions it has not seen (other do-values, multi-node
+combinations).
+
+The predictive distribution is ``N(mu(x), L(x) L(x)^T)`` in standardised latents, with ``mu`` and
+the Cholesky factor ``L`` (positive diagonal) the outputs of one MLP on the input ``x``; it is
+trained by negative log-likelihood with early stopping on held-out data. ``predict`` maps
+standard normal noise to samples, ``z = mean + scale * (mu + L noise)``, so planners can use
+common random numbers across actions.
+
+Input of the network, per row: ``[f(a_t), c, c * z_{t-1}, c * f(a_{t-1})]`` where ``f`` is
+``intervention_features``, ``z_{t-1}`` the standardised previous latents of the same episode and
+``c`` a flag that is 1 when the previous step is known. Rows without a predecessor (first steps)
+have ``c = 0``, and every transition is trained twice, with and without its context (the loss is
+the mean of both NLLs), so the same network also gives the marginal of every action
+(``z_now=None``) learned from all rows. A model fitted without episode/step columns has no context
+inputs at all and ignores ``z_now``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from causal_wm.crl._torch import generator, save_atomic, smooth_mlp, train_early_stopping
+from causal_wm.device import resolve_device
+from causal_wm.scm import Intervention
+
+FORMAT = "causal_wm.action_conditioned_model"
+FORMAT_VERSION = 1
+
+# per node: targeted, hard, soft, do, mechanism factor, noise mean (do: the value), noise std
+FEATURES_PER_NODE = 7
+_LOG_2PI = math.log(2.0 * math.pi)
+# bounds on log of the Cholesky diagonal (standardised units): keeps early training finite
+_LOG_DIAG_RANGE = (-7.0, 4.0)
+
+
+def intervention_features(intervention: Intervention | None, num_nodes: int) -> np.ndarray:
+    """A fixed description ``(FEATURES_PER_NODE * num_nodes,)`` float64 of an action.
+
+    Node by node (blocks of ``FEATURES_PER_NODE``): targeted flag, kind flags (hard, soft, do),
+    mechanism factor on the parents (0 for hard and do), noise mean (the value of a
+    do-intervention) and noise std, from ``Intervention.node_params(t, observational_std=1.0)``
+    (so a ``scale`` of the observational noise reads as that std). Untargeted nodes are all zeros;
+    ``None`` (observational) is all zeros. Multi-node interventions fill several blocks, so unseen
+    combinations and do-values have features too.
+    """
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int | np.integer) or num_nodes < 1:
+        raise ValueError(f"num_nodes must be a positive int, got {num_nodes!r}")
+    out = np.zeros((num_nodes, FEATURES_PER_NODE))
+    if intervention is None:
+        return out.reshape(-1)
+    if not isinstance(intervention, Intervention):
+        raise ValueError(f"expected an Intervention or None, got {type(intervention).__name__}")
+    if max(intervention.targets) >= num_nodes:
+        raise ValueError(f"intervention targets {intervention.targets} but there are {num_nodes} nodes")
+    kind = ("hard", "soft", "do").index(intervention.kind)
+    for t in intervention.targets:
+        factor, mean, std = intervention.node_params(t, observational_std=1.0)
+        out[t, 0] = 1.0
+        out[t, 1 + kind] = 1.0
+        out[t, 4:] = (factor, mean, std)
+    return out.reshape(-1)
+
+
+def _check_latents(z: Any, name: str, n: int | None = None) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2 or (n is not None and z.shape[1] != n):
+        expected = "(N, n)" if n is None else f"(N, {n})"
+        raise ValueError(f"{name} must have shape {expected}, got {z.shape}")
+    if not np.all(np.isfinite(z)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return z
+
+
+def _predecessors(episode: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """``(N,)`` row index of the previous step of the same episode, -1 where there is none."""
+    order = np.lexsort((step, episode))
+    prev = np.full(len(episode), -1, dtype=np.int64)
+    follows = (episode[order][1:] == episode[order][:-1]) & (step[order][1:] == step[order][:-1] + 1)
+    prev[order[1:][follows]] = order[:-1][follows]
+    return prev
+
+
+class _GaussianHead(nn.Module):
+    """MLP input ``(B, D)`` -> mean ``(B, n)`` and lower-triangular Cholesky factor ``(B, n, n)``."""
+
+    def __init__(self, in_dim: int, n: int, hidden: int, depth: int, seed: int) -> None:
+        super().__init__()
+        self.n = n
+        self.net = smooth_mlp(in_dim, 2 * n + n * (n - 1) // 2, hidden, depth, seed=seed)
+        rows, cols = torch.tril_indices(n, n, offset=-1)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(mean, cholesky, log_diagonal)``."""
+        out = self.net(x)
+        n = self.n
+        mean = out[:, :n]
+        log_diag = out[:, n: 2 * n].clamp(*_LOG_DIAG_RANGE)
+        chol = torch.diag_embed(log_diag.exp())
+        chol = chol.index_put((torch.arange(len(x), device=x.device)[:, None], self.rows, self.cols),
+                              out[:, 2 * n:])
+        return mean, chol, log_diag
+
+
+def _gaussian_nll(head: _GaussianHead, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Per-row negative log-likelihood ``(B,)`` of standardised latents ``z`` ``(B, n)``."""
+    mean, chol, log_diag = head(x)
+    w = torch.linalg.solve_triangular(chol, (z - mean).unsqueeze(-1), upper=False).squeeze(-1)
+    return 0.5 * (w**2).sum(dim=1) + log_diag.sum(dim=1) + 0.5 * z.shape[1] * _LOG_2PI
+
+
+class ActionConditionedModel:
+    """Non-causal baseline: next latents ``(n,)`` given the action (and the current latents).
+
+    Create, then ``fit``; or ``ActionConditionedModel.load(path)``. See the module docstring for
+    the model. Attributes after fitting: ``n`` (latent dimension), ``num_nodes`` (true nodes the
+    intervention features describe), ``transitions`` (whether it conditions on the current
+    latents), ``history`` (training and held-out loss per epoch, standardised NLL per row).
+    """
+
+    def __init__(self) -> None:
+        self.head: _GaussianHead | None = None
+        self.n = 0
+        self.num_nodes = 0
+        self.hidden = 0
+        self.depth = 0
+        self.transitions = False
+        self.z_mean = np.zeros(0)
+        self.z_scale = np.ones(0)
+        self.device = torch.device("cpu")
+        self.history: dict[str, Any] = {}
+        self._features: dict[Intervention | None, np.ndarray] = {}
+
+    # --- fitting ------------------------------------------------------------------------------
+    def fit(self, z: np.ndarray, interventions: Sequence[Intervention | None], *,
+            episode: np.ndarray | None = None, step: np.ndarray | None = None, num_nodes: int | None = None,
+            hidden: int = 64, depth: int = 2, epochs: int = 300, batch_size: int = 256, lr: float = 1e-3,
+            patience: int = 10, val_fraction: float = 0.15, seed: int = 0, device: Any = "auto",
+            progress: bool = False) -> ActionConditionedModel:
+        """Fit by maximum likelihood with early stopping; returns ``self``.
+
+        Args:
+            z: ``(N, n)`` learned latents, one row per step.
+            interventions: length ``N``: the ``Intervention`` (None = observational) that produced
+                each row, e.g. ``[dataset.menu[r] for r in dataset.regime]``.
+            episode, step: ``(N,)`` ints (both or neither). When given, a row whose predecessor
+                ``(episode, step - 1)`` is present is a transition and the prediction is
+                conditioned on the predecessor's latents and action too.
+            num_nodes: true nodes the intervention features describe (default: the larger of
+                ``n`` and the highest target + 1).
+            hidden, depth: MLP width and number of hidden layers.
+            epochs, batch_size, lr, patience: Adam with early stopping on the held-out NLL; two
+                learning-rate halvings before stopping.
+            val_fraction: held-out share (whole episodes when episodes are given).
+            seed: seeds initialisation, split and minibatches.
+            device: ``"auto"``, ``"cpu"``, ``"cuda"``.
+            progress: show a tqdm bar over epochs.
+        """
+        z = _check_latents(z, "z")
+        N, n = z.shape
+        interventions = list(interventions)
+        if len(interventions) != N:
+            raise ValueError(f"need one intervention per row: {len(interventions)} for {N} rows")
+        bad = [type(iv).__name__ for iv in interventions if iv is not None and not isinstance(iv, Intervention)]
+        if bad:
+            raise ValueError(f"interventions must be Intervention or None, got {bad[0]}")
+        if (episode is None) != (step is None):
+            raise ValueError("give both episode and step, or neither")
+        if N < 10:
+            raise ValueError(f"need at least 10 rows to fit and hold out data, got {N}")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+        highest = max((max(iv.targets) for iv in interventions if iv is not None), default=-1)
+        num_nodes = max(n, highest + 1) if num_nodes is None else int(num_nodes)
+        if highest >= num_nodes:
+            raise ValueError(f"an intervention targets node {highest} but num_nodes is {num_nodes}")
+
+        self.n, self.num_nodes, self.hidden, self.depth = n, num_nodes, int(hidden), int(depth)
+        self.device = resolve_device(device)
+        self._features = {}
+        self.z_mean = z.mean(axis=0)
+        self.z_scale = np.maximum(z.std(axis=0), 1e-6)
+        zs = (z - self.z_mean) / self.z_scale
+        action = np.stack([self._feature(iv) for iv in interventions])
+
+        rng = np.random.default_rng(seed)
+        if episode is not None and step is not None:
+            episode = np.asarray(episode, dtype=np.int64).reshape(-1)
+            step = np.asarray(step, dtype=np.int64).reshape(-1)
+            if len(episode) != N or len(step) != N:
+                raise ValueError(f"episode and step must have {N} entries, got {len(episode)} and {len(step)}")
+            prev = _predecessors(episode, step)
+            self.transitions = bool(np.any(prev >= 0))
+            episode_ids = np.unique(episode)
+        else:
+            prev = np.full(N, -1, dtype=np.int64)
+            self.transitions = False
+            episode_ids = np.zeros(0)
+        if len(episode_ids) >= 2:
+            num_val = min(len(episode_ids) - 1, max(1, round(val_fraction * len(episode_ids))))
+            is_val = np.isin(episode, rng.choice(episode_ids, size=num_val, replace=False))
+        else:
+            is_val = np.zeros(N, dtype=bool)
+            is_val[rng.choice(N, size=max(1, round(val_fraction * N)), replace=False)] = True
+
+        if self.transitions:
+            has = (prev >= 0).astype(np.float64)[:, None]
+            context = np.concatenate([has, has * zs[np.maximum(prev, 0)], has * action[np.maximum(prev, 0)]], axis=1)
+            inputs = np.concatenate([action, context], axis=1)
+        else:
+            inputs = action
+        self.head = _GaussianHead(inputs.shape[1], n, self.hidden, self.depth, seed).to(self.device)
+
+        dev = self.device
+        x_train = torch.as_tensor(inputs[~is_val], dtype=torch.float32, device=dev)
+        z_train = torch.as_tensor(zs[~is_val], dtype=torch.float32, device=dev)
+        x_val = torch.as_tensor(inputs[is_val], dtype=torch.float32, device=dev)
+        z_val = torch.as_tensor(zs[is_val], dtype=torch.float32, device=dev)
+        F = action.shape[1]
+        gen = generator(seed, dev)
+        batch = min(int(batch_size), len(x_train))
+        head = self.head
+
+        transitions = self.transitions
+
+        def loss_of(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+            loss = _gaussian_nll(head, x, z).mean()
+            if transitions:
+                blind = torch.cat([x[:, :F], torch.zeros_like(x[:, F:])], dim=1)
+                loss = 0.5 * (loss + _gaussian_nll(head, blind, z).mean())
+            return loss
+
+        def step_loss() -> torch.Tensor:
+            idx = torch.randint(len(x_train), (batch,), generator=gen, device=dev)
+            return loss_of(x_train[idx], z_train[idx])
+
+        bar = tqdm(total=int(epochs) + 1, desc="action-conditioned model", disable=not progress)
+
+        @torch.no_grad()
+        def val_loss() -> float:
+            loss = float(loss_of(x_val, z_val))
+            bar.update(1)
+            bar.set_postfix(val_nll=f"{loss:.3f}")
+            return loss
+
+        result = train_early_stopping(head, step_loss, val_loss, epochs=int(epochs),
+                                      steps_per_epoch=max(1, math.ceil(len(x_train) / batch)), lr=lr,
+                                      patience=int(patience), lr_decays=2)
+        bar.close()
+        self.history = {"train_loss": result.train_loss, "val_loss": result.val_loss,
+                        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                        "num_train": int((~is_val).sum()), "num_val": int(is_val.sum())}
+        return self
+
+    # --- prediction ---------------------------------------------------------------------------
+    def _feature(self, intervention: Intervention | None) -> np.ndarray:
+        cached = self._features.get(intervention)
+        if cached is None:
+            cached = intervention_features(intervention, self.num_nodes)
+            self._features[intervention] = cached
+        return cached
+
+    def _require_fitted(self) -> _GaussianHead:
+        if self.head is None:
+            raise ValueError("the model is not fitted: call fit(...) or ActionConditionedModel.load(path)")
+        return self.head
+
+    def _inputs(self, num: int, intervention: Intervention | None, z_now: np.ndarray | None,
+                intervention_now: Intervention | None) -> torch.Tensor:
+        features = np.broadcast_to(self._feature(intervention), (num, self.num_nodes * FEATURES_PER_NODE))
+        if not self.transitions:
+            x = features
+        elif z_now is None:
+            x = np.concatenate([features, np.zeros((num, 1 + self.n + features.shape[1]))], axis=1)
+        else:
+            z = np.asarray(z_now, dtype=np.float64)
+            if z.shape == (self.n,):
+                z = z.reshape(1, self.n)
+            z = _check_latents(z, "z_now", self.n)
+            if len(z) not in (1, num):
+                raise ValueError(f"z_now must have shape ({self.n},) or ({num}, {self.n}), got {np.shape(z_now)}")
+            zs = np.broadcast_to((z - self.z_mean) / self.z_scale, (num, self.n))
+            previous = np.broadcast_to(self._feature(intervention_now), features.shape)
+            x = np.concatenate([features, np.ones((num, 1)), zs, previous], axis=1)
+        return torch.as_tensor(np.array(x, dtype=np.float32), device=self.device)
+
+    @torch.no_grad()
+    def predict(self, intervention: Intervention | None, noise: np.ndarray, z_now: np.ndarray | None = None,
+                intervention_now: Intervention | None = None) -> np.ndarray:
+        """Next latents ``(num, n)`` float64 under ``intervention`` from standard normal ``noise`` ``(num, n)``.
+
+        ``z_now`` ``(n,)`` or ``(num, n)`` and ``intervention_now`` (the intervention that produced
+        them; None = observational) condition the prediction when the model was fitted on
+        transitions; otherwise they are ignored. Without ``z_now`` it samples the action's marginal.
+        """
+        head = self._require_fitted()
+        noise = _check_latents(noise, "noise", self.n)
+        x = self._inputs(len(noise), intervention, z_now, intervention_now)
+        mean, chol, _ = head(x)
+        eps = torch.as_tensor(noise, dtype=torch.float32, device=self.device)
+        zs = mean + (chol @ eps.unsqueeze(-1)).squeeze(-1)
+        return self.z_mean + self.z_scale * zs.double().cpu().numpy()
+
+    def sample(self, num: int, intervention: Intervention | None, *, z_now: np.ndarray | None = None,
+               intervention_now: Intervention | None = None, seed: int = 0) -> np.ndarray:
+        """``num`` samples ``(num, n)`` of the next latents under ``intervention`` (see ``predict``)."""
+        if isinstance(num, bool) or not isinstance(num, int | np.integer) or num < 1:
+            raise ValueError(f"num must be a positive int, got {num!r}")
+        self._require_fitted()
+        noise = np.random.default_rng(seed).standard_normal((int(num), self.n))
+        return self.predict(intervention, noise, z_now, intervention_now)
+
+    @torch.no_grad()
+    def moments(self, intervention: Intervention | None, z_now: np.ndarray | None = None,
+                intervention_now: Intervention | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted mean ``(n,)`` and covariance ``(n, n)`` of the next latents (one ``z_now`` ``(n,)``)."""
+        head = self._require_fitted()
+        if z_now is not None and np.shape(z_now) != (self.n,):
+            raise ValueError(f"moments takes one z_now of shape ({self.n},), got {np.shape(z_now)}")
+        mean, chol, _ = head(self._inputs(1, intervention, z_now, intervention_now))
+        m, L = mean[0].double().cpu().numpy(), chol[0].double().cpu().numpy()
+        return self.z_mean + self.z_scale * m, (self.z_scale[:, None] * (L @ L.T)) * self.z_scale[None, :]
+
+    @torch.no_grad()
+    def log_prob(self, z: np.ndarray, intervention: Intervention | None, z_now: np.ndarray | None = None,
+                 intervention_now: Intervention | None = None) -> np.ndarray:
+        """Log-density ``(N,)`` of latents ``z`` ``(N, n)`` under the predictive distribution."""
+        head = self._require_fitted()
+        z = _check_latents(z, "z", self.n)
+        x = self._inputs(len(z), intervention, z_now, intervention_now)
+        zs = torch.as_tensor((z - self.z_mean) / self.z_scale, dtype=torch.float32, device=self.device)
+        nll = _gaussian_nll(head, x, zs).double().cpu().numpy()
+        return -nll - float(np.sum(np.log(self.z_scale)))
+
+    def for_menu(self, interventions: Sequence[Intervention | None]) -> ActionConditionedMenuModel:
+        """A ``LatentModel`` for planners (``causal_wm.agents.planners``) over this menu
+        (action ``k`` = ``interventions[k]``; ``interventions[0]`` is usually None)."""
+        self._require_fitted()
+        return ActionConditionedMenuModel(self, interventions)
+
+    @property
+    def num_parameters(self) -> int:
+        """Trainable parameters of the network."""
+        return sum(p.numel() for p in self._require_fitted().parameters())
+
+    # --- persistence --------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write plain tensors, lists and numbers (readable with ``torch.load(weights_only=True)``)."""
+        head = self._require_fitted()
+        state = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "n": self.n,
+            "num_nodes": self.num_nodes,
+            "hidden": self.hidden,
+            "depth": self.depth,
+            "transitions": self.transitions,
+            "in_dim": int(head.net[0].in_features),
+            "z_mean": torch.as_tensor(self.z_mean, dtype=torch.float64),
+            "z_scale": torch.as_tensor(self.z_scale, dtype=torch.float64),
+            "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
+            "history": {k: (list(v) if isinstance(v, list) else v) for k, v in self.history.items()},
+        }
+        return save_atomic(state, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: Any = "auto") -> ActionConditionedModel:
+        """Read a model written by ``save``."""
+        dev = resolve_device(device)
+        state = torch.load(Path(path), map_location=dev, weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise ValueError(f"{path} is not an action-conditioned model file (format {FORMAT!r})")
+        if state.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{path} has format version {state.get('version')}; this code reads {FORMAT_VERSION}")
+        model = cls()
+        model.n, model.num_nodes = int(state["n"]), int(state["num_nodes"])
+        model.hidden, model.depth = int(state["hidden"]), int(state["depth"])
+        model.transitions = bool(state["transitions"])
+        model.z_mean = state["z_mean"].cpu().numpy()
+        model.z_scale = state["z_scale"].cpu().numpy()
+        model.device = dev
+        model.history = dict(state["history"])
+        model.head = _GaussianHead(int(state["in_dim"]), model.n, model.hidden, model.depth, seed=0).to(dev)
+        model.head.load_state_dict(state["state_dict"])
+        model.head.eval()
+        return model
+
+
+class ActionConditionedMenuModel:
+    """An ``ActionConditionedModel`` over a discrete menu, in the planners' ``LatentModel`` form:
+    ``n``, ``num_actions`` and ``predict(action, noise, z_now=None, regime_now=None)``."""
+
+    def __init__(self, model: ActionConditionedModel, interventions: Sequence[Intervention | None]) -> None:
+        self.model = model
+        self.interventions = list(interventions)
+        if not self.interventions:
+            raise ValueError("the menu needs at least one entry")
+        for iv in self.interventions:
+            if iv is not None:
+                model._feature(iv)  # validates the targets against the model's nodes now, not mid-plan
+        self.n = model.n
+        self.num_actions = len(self.interventions)
+
+    def predict(self, action: int, noise: np.ndarray, z_now: np.ndarray | None = None,
+                regime_now: int | None = None) -> np.ndarray:
+        """Next latents ``(num, n)`` under menu entry ``action``; see ``ActionConditionedModel.predict``."""
+        if not 0 <= action < self.num_actions:
+            raise ValueError(f"action {action} is outside 0..{self.num_actions - 1}")
+        intervention_now = None
+        if self.model.transitions and z_now is not None:
+            if regime_now is None:
+                raise ValueError("a model fitted on transitions needs the current regime with the current latents")
+            if not 0 <= regime_now < self.num_actions:
+                raise ValueError(f"regime_now {regime_now} is outside 0..{self.num_actions - 1}")
+            intervention_now = self.interventions[regime_now]
+        return self.model.predict(self.interventions[action], noise, z_now, intervention_now)

@@ -1,0 +1,651 @@
+"""``CausalWorldModel``: a learned structural causal model over learned latent causal variables.
+
+    model = CausalWorldModel.fit(dataset)                 # images: GSCALE-I pipeline; then mechanisms
+    z = model.encode(images)                              # (N, n) learned latents
+    z = model.sample(1000, Intervention.do(2, 1.7))       # imagined intervention, never seen in the data
+    frames = model.decode(z)                              # (N, S, S, 3) uint8
+    planner_model = model.for_menu(env.unwrapped.interventions)   # for causal_wm.agents planners
+
+Parts, all in the learned latent space (``n`` latents, ``A[i, j] = 1`` iff learned ``i -> j``):
+
+- representation: encoder/decoder and latent graph from causal representation learning
+  (``causal_wm.crl.images.fit_image_crl`` for images, ``causal_wm.crl.lscale_i`` for vectors);
+- one mechanism per learned latent, ``z_k = f_k(z_pa(k)) + r_k`` (``mechanisms.NodeMechanism``),
+  fitted on the rows of every regime that does not intervene on ``k`` (mechanisms are invariant
+  there, so seeing and acting data both count);
+- for every regime of the data, the learned latents it targets and their interventional
+  distributions (empirical quantile functions);
+- a calibration ``z_hat_k = a_k + b_k * z_j`` between every true node ``j`` named by the env's
+  intervention menu and its learned latent ``k``, fitted from the regimes whose intervention
+  distribution is known in the env's units (hard interventions with a given std, do). It lets the
+  model imagine interventions the data never showed: other do values, other means, combinations of
+  nodes (graph surgery on the learned SCM);
+- the temporal persistence of the exogenous noise when the data is sequential: a Gaussian-copula
+  AR(1) coefficient per latent, estimated from consecutive rows of the same episode.
+
+Noise convention: every latent ``k`` has a standard normal score ``e_k``; its value is the quantile
+function of its mechanism's residual (or of its intervention) at ``e_k``. ``predict`` takes
+standard normal ``noise`` ``(num, n)``, so planners can compare actions on common random numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from causal_wm.scm import Intervention
+from causal_wm.scm.graphs import topological_order
+from causal_wm.world_model.mechanisms import NodeMechanism, QuantileNoise
+
+FORMAT = "causal_wm.world_model"
+FORMAT_VERSION = 1
+
+# preset -> (CRL preset for images, mechanism MLP steps, mechanism MLP width)
+PRESETS: dict[str, dict[str, Any]] = {
+    "debug": {"crl": "debug", "mechanism_steps": 150, "mechanism_hidden": 16},
+    "cpu": {"crl": "cpu", "mechanism_steps": 600, "mechanism_hidden": 32},
+    "full": {"crl": "full", "mechanism_steps": 1500, "mechanism_hidden": 64},
+}
+
+# An intervention on the model: None (observational), a regime of the data (int), an ``Intervention``
+# on the env's true nodes, or ``{learned latent: value | (mean, std) | QuantileNoise}``.
+InterventionLike = None | int | Intervention | Mapping[int, Any]
+
+
+def resolve_preset(preset: str, device: torch.device) -> str:
+    """``"default"`` is ``"full"`` on CUDA and ``"cpu"`` elsewhere."""
+    if preset == "default":
+        return "full" if device.type == "cuda" else "cpu"
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose 'default' or one of {sorted(PRESETS)}")
+    return preset
+
+
+# --- representation for vector observations --------------------------------------------------------
+class LinearRepresentation:
+    """Encoder ``z_hat = x @ encoder.T`` ``(N, n)`` and its least-squares decoder for vector data,
+    with the graph and regime targets from LSCALE-I (``causal_wm.crl.lscale_i``)."""
+
+    kind = "linear"
+
+    def __init__(self, encoder: np.ndarray, graph: np.ndarray, env_targets: Mapping[int, tuple[int, ...]],
+                 diagnostics: dict[str, Any] | None = None) -> None:
+        self.encoder = np.asarray(encoder, dtype=np.float64)
+        self.decoder = np.linalg.pinv(self.encoder)
+        self.graph = np.asarray(graph, dtype=np.int64)
+        self.env_targets = {int(r): tuple(int(t) for t in ts) for r, ts in env_targets.items()}
+        self.diagnostics = dict(diagnostics or {})
+
+    @property
+    def n(self) -> int:
+        return int(self.encoder.shape[0])
+
+    def encode(self, x: Any) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.encoder.shape[1]:
+            raise ValueError(f"observations must be (N, {self.encoder.shape[1]}), got shape {x.shape}")
+        return (x @ self.encoder.T).astype(np.float32)
+
+    def decode(self, z: Any) -> np.ndarray:
+        z = np.asarray(z, dtype=np.float64)
+        if z.ndim != 2 or z.shape[1] != self.n:
+            raise ValueError(f"latents must be (N, {self.n}), got shape {z.shape}")
+        return (z @ self.decoder.T).astype(np.float32)
+
+    def encoder_module(self) -> nn.Module:
+        layer = nn.Linear(self.encoder.shape[1], self.n, bias=False)
+        with torch.no_grad():
+            layer.weight.copy_(torch.as_tensor(self.encoder, dtype=torch.float32))
+        return layer.requires_grad_(False)
+
+    def to(self, device: Any) -> LinearRepresentation:
+        return self
+
+    def state(self) -> dict[str, Any]:
+        return {"encoder": torch.as_tensor(self.encoder), "graph": torch.as_tensor(self.graph),
+                "env_targets": [[r, list(t)] for r, t in sorted(self.env_targets.items())],
+                "diagnostics": json.dumps(_jsonable(self.diagnostics))}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> LinearRepresentation:
+        return cls(state["encoder"].numpy(), state["graph"].numpy(),
+                   {int(r): tuple(t) for r, t in state["env_targets"]}, json.loads(state["diagnostics"]))
+
+
+def _jsonable(value: Any) -> Any:
+    from causal_wm.crl._torch import to_jsonable
+
+    return to_jsonable(value)
+
+
+def _fit_linear_representation(x: np.ndarray, regimes: np.ndarray, menu: Sequence[Any] | None,
+                               seed: int) -> LinearRepresentation:
+    """LSCALE-I on vector observations: one interventional regime per true node (the first single-node
+    regime of each target in the menu; without a menu every interventional regime is one node)."""
+    from causal_wm.crl import lscale_i
+
+    present = sorted(int(r) for r in np.unique(regimes))
+    if 0 not in present:
+        raise ValueError("the data has no observational rows (regime 0): LSCALE-I needs them")
+    chosen: list[int] = []
+    if menu is None:
+        chosen = [r for r in present if r != 0]
+    else:
+        seen: set[tuple[int, ...]] = set()
+        for r in present:
+            iv = menu[r] if r < len(menu) else None
+            if r == 0 or iv is None or len(iv.targets) != 1 or iv.targets in seen:
+                continue
+            seen.add(iv.targets)
+            chosen.append(r)
+    if not chosen:
+        raise ValueError("the data has no interventional regimes: a causal model needs acting data")
+    envs = [x[regimes == 0]] + [x[regimes == r] for r in chosen]
+    result = lscale_i(envs, n=len(chosen), seed=seed)
+    env_targets = {r: (int(result.env_targets[i]),) for i, r in enumerate(chosen)}
+    if menu is not None:
+        by_node = {menu[r].targets: env_targets[r] for r in chosen}
+        for r in present:
+            iv = menu[r] if r < len(menu) else None
+            if r != 0 and r not in env_targets and iv is not None and all((t,) in by_node for t in iv.targets):
+                env_targets[r] = tuple(sorted({by_node[(t,)][0] for t in iv.targets}))
+    return LinearRepresentation(result.encoder, result.graph, env_targets, result.diagnostics)
+
+
+# --- the model -----------------------------------------------------------------------------------
+class CausalWorldModel:
+    """A learned SCM in a learned latent space with an encoder and a decoder (see the module docstring).
+
+    Build with ``CausalWorldModel.fit`` (or ``fit_arrays``); read with ``CausalWorldModel.load``.
+
+    Attributes:
+        representation: the CRL result (``ImageCRLResult`` or ``LinearRepresentation``).
+        graph: ``(n, n)`` DAG over learned latents.
+        mechanisms: ``n`` ``NodeMechanism``.
+        regimes: regime of the data -> ``{learned target: QuantileNoise}`` (empty for regime 0).
+        menu: the env's intervention menu (``menu[k]`` is regime ``k``), or None.
+        latent_of_node: true node ``j`` -> learned latent ``k``.
+        calibration: learned latent ``k`` -> ``(a, b)``: ``E[z_hat_k] = a + b * z_true_j``.
+        measurement_noise: learned latent ``k`` -> std of ``z_hat_k`` around ``a + b * z_true_j`` (the
+            encoder's error, estimated from the variance the calibration regimes add to their own).
+        persistence: ``(n,)`` AR(1) coefficient of every latent's exogenous noise (0: i.i.d.).
+        diagnostics: fit statistics (held-out mechanism errors, calibration R^2, row counts, seconds).
+    """
+
+    def __init__(self, representation: Any, graph: np.ndarray, mechanisms: list[NodeMechanism],
+                 regimes: dict[int, dict[int, QuantileNoise]], menu: Sequence[Any] | None,
+                 latent_of_node: dict[int, int], calibration: dict[int, tuple[float, float]],
+                 persistence: np.ndarray, diagnostics: dict[str, Any] | None = None,
+                 measurement_noise: dict[int, float] | None = None) -> None:
+        self.representation = representation
+        self.graph = np.asarray(graph, dtype=np.int64)
+        self.mechanisms = list(mechanisms)
+        self.regimes = {int(r): dict(spec) for r, spec in regimes.items()}
+        self.menu = None if menu is None else list(menu)
+        self.latent_of_node = {int(j): int(k) for j, k in latent_of_node.items()}
+        self.calibration = {int(k): (float(a), float(b)) for k, (a, b) in calibration.items()}
+        self.measurement_noise = {int(k): float(v) for k, v in (measurement_noise or {}).items()}
+        self.persistence = np.asarray(persistence, dtype=np.float64).reshape(self.n)
+        self.diagnostics = dict(diagnostics or {})
+        self.order = topological_order(self.graph)
+
+    # --- basics ---
+    @property
+    def n(self) -> int:
+        return int(self.graph.shape[0])
+
+    @property
+    def image_size(self) -> int | None:
+        return getattr(self.representation, "image_size", None)
+
+    def encode(self, observations: Any) -> np.ndarray:
+        """Learned latents ``(N, n)`` float32 of observations (uint8 images ``(N, H, W, 3)``, float
+        images ``(N, 3, H, W)`` in ``[0, 1]``, or vectors ``(N, d)`` for a linear representation)."""
+        return self.representation.encode(observations)
+
+    def decode(self, z: Any) -> np.ndarray:
+        """Observations of learned latents ``(N, n)``: uint8 images ``(N, S, S, 3)`` (or vectors)."""
+        return self.representation.decode(z)
+
+    def encoder_module(self) -> nn.Module:
+        """A differentiable ``nn.Module`` from observations (float ``(B, 3, H, W)`` in ``[0, 1]``) to ``(B, n)``."""
+        return self.representation.encoder_module()
+
+    def to(self, device: Any) -> CausalWorldModel:
+        self.representation.to(device)
+        return self
+
+    # --- interventions ---
+    def _resolve(self, intervention: InterventionLike) -> dict[int, QuantileNoise]:
+        """Learned target -> distribution of its value under ``intervention``."""
+        if intervention is None:
+            return {}
+        if isinstance(intervention, bool):
+            raise ValueError(f"not an intervention: {intervention!r}")
+        if isinstance(intervention, int | np.integer):
+            r = int(intervention)
+            if r not in self.regimes:
+                raise ValueError(f"regime {r} is not in the data the model was fitted on (regimes "
+                                 f"{sorted(self.regimes)}); pass an Intervention to imagine a new one")
+            return self.regimes[r]
+        if isinstance(intervention, Intervention):
+            if self.menu is not None:
+                for r, iv in enumerate(self.menu):
+                    if iv == intervention and r in self.regimes:
+                        return self.regimes[r]
+            return self._imagined(intervention)
+        if isinstance(intervention, Mapping):
+            spec: dict[int, QuantileNoise] = {}
+            for k, value in intervention.items():
+                if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 0 <= k < self.n:
+                    raise ValueError(f"learned latent {k!r} is outside 0..{self.n - 1}")
+                if isinstance(value, QuantileNoise):
+                    spec[int(k)] = value
+                elif isinstance(value, tuple | list) and len(value) == 2:
+                    spec[int(k)] = QuantileNoise.gaussian(float(value[0]), abs(float(value[1])))
+                elif isinstance(value, int | float | np.floating | np.integer) and math.isfinite(value):
+                    spec[int(k)] = QuantileNoise.gaussian(float(value), 0.0)
+                else:
+                    raise ValueError(f"value of learned latent {k} must be a number, (mean, std) or a "
+                                     f"QuantileNoise, got {value!r}")
+            return spec
+        raise ValueError(f"not an intervention: {intervention!r} (None, a regime, an Intervention or a "
+                         f"dict learned latent -> value)")
+
+    def _imagined(self, iv: Intervention) -> dict[int, QuantileNoise]:
+        """An intervention on true nodes the data never showed, through the calibration maps."""
+        if iv.kind not in ("hard", "do"):
+            raise ValueError(f"cannot imagine a {iv.kind} intervention outside the data: the learned model "
+                             f"imagines hard and do interventions on the env's nodes ({iv.label()})")
+        spec: dict[int, QuantileNoise] = {}
+        for j in iv.targets:
+            if j not in self.latent_of_node:
+                raise ValueError(f"node {j} of {iv.label()} has no learned latent (known nodes: "
+                                 f"{sorted(self.latent_of_node)}); the data must intervene on it")
+            k = self.latent_of_node[j]
+            if k not in self.calibration:
+                raise ValueError(f"learned latent {k} (node {j}) has no calibration: the data has no intervention "
+                                 f"with a known distribution on it")
+            a, b = self.calibration[k]
+            _, mean, std = iv.node_params(j, 1.0 / abs(b))
+            noise = self.measurement_noise.get(k, 0.0)
+            spec[k] = QuantileNoise.gaussian(a + b * mean, math.sqrt((b * std) ** 2 + noise**2))
+        return spec
+
+    def node_value(self, node: int, value: float) -> float:
+        """The learned-latent value of true node ``node`` at ``value`` (calibration map)."""
+        k = self.latent_of_node.get(int(node))
+        if k is None or k not in self.calibration:
+            raise ValueError(f"node {node} has no calibrated learned latent")
+        a, b = self.calibration[k]
+        return a + b * float(value)
+
+    # --- sampling ---
+    def forward(self, e: np.ndarray, intervention: InterventionLike = None) -> np.ndarray:
+        """Latents ``(num, n)`` from standard normal scores ``e`` ``(num, n)`` under ``intervention``."""
+        spec = self._resolve(intervention)
+        e = np.asarray(e, dtype=np.float64)
+        if e.ndim != 2 or e.shape[1] != self.n:
+            raise ValueError(f"noise must be (num, {self.n}), got shape {e.shape}")
+        z = np.zeros_like(e)
+        for k in self.order:
+            if k in spec:
+                z[:, k] = spec[k].quantile(e[:, k])
+            else:
+                mech = self.mechanisms[k]
+                z[:, k] = mech.mean(z) + mech.noise.quantile(e[:, k])
+        return z
+
+    def abduct(self, z: np.ndarray, intervention: InterventionLike = None) -> np.ndarray:
+        """Standard normal scores ``(num, n)`` that ``forward`` maps to latents ``z`` ``(num, n)``."""
+        spec = self._resolve(intervention)
+        z = np.asarray(z, dtype=np.float64)
+        if z.ndim != 2 or z.shape[1] != self.n:
+            raise ValueError(f"latents must be (num, {self.n}), got shape {z.shape}")
+        e = np.zeros_like(z)
+        for k in range(self.n):
+            if k in spec:
+                e[:, k] = spec[k].score(z[:, k])
+            else:
+                mech = self.mechanisms[k]
+                e[:, k] = mech.noise.score(z[:, k] - mech.mean(z))
+        return e
+
+    def predict(self, intervention: InterventionLike, noise: np.ndarray, z_now: np.ndarray | None = None,
+                regime_now: InterventionLike = None) -> np.ndarray:
+        """Next latents ``(num, n)`` under ``intervention`` from standard normal ``noise`` ``(num, n)``.
+
+        With persistence, ``z_now`` ``(n,)`` and the intervention that produced it (``regime_now``)
+        carry the current exogenous noise into the next step (AR(1) in normal scores); ``z_now`` may also
+        be ``(num, n)``, one current state per noise row.
+        """
+        noise = np.asarray(noise, dtype=np.float64)
+        if z_now is not None and np.any(self.persistence > 0):
+            z = np.asarray(z_now, dtype=np.float64)
+            # (n,): one current state for all samples; (num, n): one per sample (chained rollouts)
+            z = z.reshape(1, self.n) if z.shape == (self.n,) else z
+            e_now = self.abduct(z, regime_now)
+            rho = self.persistence
+            noise = rho * e_now + np.sqrt(1.0 - rho**2) * noise
+        return self.forward(noise, intervention)
+
+    def sample(self, num: int, intervention: InterventionLike = None, *, seed: int | np.random.Generator = 0,
+               z_now: np.ndarray | None = None, regime_now: InterventionLike = None) -> np.ndarray:
+        """``num`` latents ``(num, n)`` imagined under ``intervention`` (see ``InterventionLike``)."""
+        if isinstance(num, bool) or not isinstance(num, int | np.integer) or num < 1:
+            raise ValueError(f"num must be a positive int, got {num!r}")
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        return self.predict(intervention, rng.standard_normal((int(num), self.n)), z_now, regime_now)
+
+    def sample_observations(self, num: int, intervention: InterventionLike = None, *, seed: int = 0) -> np.ndarray:
+        """Imagined observations (uint8 images ``(num, S, S, 3)``) under ``intervention``."""
+        return self.decode(self.sample(num, intervention, seed=seed))
+
+    def for_menu(self, interventions: Sequence[Intervention | None]) -> MenuModel:
+        """The model as a planner's ``LatentModel`` whose action ``a`` is ``interventions[a]``
+        (e.g. ``env.unwrapped.interventions``, which may hold interventions the data never showed)."""
+        return MenuModel(self, interventions)
+
+    # --- fitting ---
+    @classmethod
+    def fit(cls, dataset: Any, *, preset: str = "default", device: str | torch.device = "auto", seed: int = 0,
+            representation: Any = None, checkpoint_dir: str | os.PathLike | None = None, progress: bool = True,
+            menu: Sequence[Any] | None = None, crl_options: Mapping[str, Any] | None = None) -> CausalWorldModel:
+        """Learn the causal world model of a collection (``causal_wm.data.Dataset`` or its path).
+
+        Args:
+            dataset: the collection (seeing and acting data with regime labels).
+            preset: ``"default"`` (``"full"`` on CUDA, ``"cpu"`` elsewhere), ``"debug"``, ``"cpu"`` or ``"full"``.
+            device: torch device of the representation learner.
+            seed: seeds every stage.
+            representation: an already fitted ``ImageCRLResult`` to build on (skips CRL).
+            checkpoint_dir: checkpoints of the representation learner (a rerun resumes).
+            progress: progress bars.
+            menu: the intervention menu; default the dataset's.
+            crl_options: extra settings of ``causal_wm.crl.images.fit_image_crl``.
+        """
+        from causal_wm.data import Dataset
+        from causal_wm.device import resolve_device
+
+        if isinstance(dataset, str | os.PathLike):
+            dataset = Dataset(dataset)
+        if not isinstance(dataset, Dataset):
+            raise ValueError(f"dataset must be a causal_wm.data.Dataset or its path, got {type(dataset).__name__}; "
+                             f"for arrays use CausalWorldModel.fit_arrays")
+        if len(dataset) == 0:
+            raise ValueError(f"{dataset.path} has no rows")
+        torch_device = resolve_device(device)
+        name = resolve_preset(preset, torch_device)
+        menu = dataset.menu if menu is None else list(menu)
+        if representation is None:
+            if len(dataset.obs_shape) != 3:
+                raise ValueError(f"observations of shape {dataset.obs_shape} are not images; use fit_arrays")
+            from causal_wm.crl.images import fit_image_crl
+
+            representation = fit_image_crl(dataset, preset=PRESETS[name]["crl"], device=torch_device, seed=seed,
+                                           checkpoint_dir=checkpoint_dir, progress=progress, menu=menu,
+                                           **dict(crl_options or {}))
+        z = _encode_dataset(representation, dataset, progress=progress)
+        return cls._fit_latents(representation, z, dataset.regime, menu, dataset.episode, dataset.step,
+                                preset=name, seed=seed)
+
+    @classmethod
+    def fit_arrays(cls, observations: np.ndarray, regimes: np.ndarray, *, menu: Sequence[Any] | None = None,
+                   episode: np.ndarray | None = None, step: np.ndarray | None = None, preset: str = "cpu",
+                   seed: int = 0, representation: Any = None) -> CausalWorldModel:
+        """Learn the model from in-memory data: vectors ``(N, d)`` (LSCALE-I: linear mixing, one hard
+        intervention per latent) or, with ``representation``, anything it encodes.
+
+        ``regimes`` ``(N,)`` labels every row (0 observational); ``episode`` and ``step`` ``(N,)`` mark
+        consecutive rows (rows in episode order) for the persistence estimate.
+        """
+        regimes = np.asarray(regimes, dtype=np.int64).reshape(-1)
+        if len(regimes) != len(observations):
+            raise ValueError(f"{len(observations)} observations but {len(regimes)} regime labels")
+        if representation is None:
+            x = np.asarray(observations, dtype=np.float64)
+            if x.ndim != 2:
+                raise ValueError(f"fit_arrays without a representation takes vectors (N, d), got shape {x.shape}")
+            if not np.all(np.isfinite(x)):
+                raise ValueError("observations contain NaN or infinite values")
+            representation = _fit_linear_representation(x, regimes, menu, seed)
+        z = np.asarray(representation.encode(observations), dtype=np.float64)
+        return cls._fit_latents(representation, z, regimes, menu, episode, step,
+                                preset=resolve_preset(preset, torch.device("cpu")), seed=seed)
+
+    @classmethod
+    def _fit_latents(cls, representation: Any, z: np.ndarray, regimes: np.ndarray, menu: Sequence[Any] | None,
+                     episode: np.ndarray | None, step: np.ndarray | None, *, preset: str,
+                     seed: int) -> CausalWorldModel:
+        settings = PRESETS[preset]
+        z = np.asarray(z, dtype=np.float64)
+        regimes = np.asarray(regimes, dtype=np.int64)
+        if not np.all(np.isfinite(z)):
+            raise ValueError("the encoder produced NaN or infinite latents")
+        n = int(representation.n)
+        graph = np.asarray(representation.graph, dtype=np.int64)
+        env_targets = {int(r): tuple(int(t) for t in ts) for r, ts in representation.env_targets.items()}
+        env_targets[0] = ()
+        present = sorted(int(r) for r in np.unique(regimes))
+        if 0 not in present:
+            raise ValueError("the data has no observational rows (regime 0)")
+        unknown = [r for r in present if r not in env_targets]
+        known = np.isin(regimes, [r for r in present if r in env_targets])
+        diagnostics: dict[str, Any] = {"rows": len(z), "unused_regimes": unknown, "preset": preset}
+        # mechanisms on every row whose regime leaves the node alone
+        mechanisms = []
+        mech_diag = []
+        for k in range(n):
+            free = [r for r in present if r in env_targets and k not in env_targets[r]]
+            rows = np.isin(regimes, free)
+            parents = [int(p) for p in np.flatnonzero(graph[:, k])]
+            mech = NodeMechanism.fit(z[rows], k, parents, regimes=regimes[rows], hidden=settings["mechanism_hidden"],
+                                     steps=settings["mechanism_steps"], seed=seed + k)
+            mechanisms.append(mech)
+            resid = z[rows, k] - mech.mean(z[rows])
+            mech_diag.append({"latent": k, "parents": parents, "kind": mech.kind, "estimator": mech.estimator,
+                              "weights": mech.weights.tolist(), "rows": int(rows.sum()),
+                              "residual_var": float(np.var(resid)), "marginal_var": float(np.var(z[rows, k]))})
+        diagnostics["mechanisms"] = mech_diag
+        # interventional distributions of every regime's targets
+        regime_models: dict[int, dict[int, QuantileNoise]] = {0: {}}
+        for r in present:
+            if r == 0 or r not in env_targets:
+                continue
+            rows = regimes == r
+            regime_models[r] = {t: QuantileNoise.fit(z[rows, t]) for t in env_targets[r]}
+        # true node <-> learned latent and calibration
+        latent_of_node: dict[int, int] = {}
+        moments: dict[int, list[tuple[float, float, float, float, int]]] = {}
+        if menu is not None:
+            for r, spec in regime_models.items():
+                iv = menu[r] if r < len(menu) else None
+                if iv is None or len(iv.targets) != 1 or len(spec) != 1:
+                    continue
+                (j,), (k,) = iv.targets, tuple(spec)
+                latent_of_node.setdefault(int(j), int(k))
+                if iv.kind == "do" or (iv.kind == "hard" and iv.std is not None):
+                    _, mean, std = iv.node_params(j, 1.0)
+                    values = z[regimes == r, k]
+                    moments.setdefault(k, []).append((mean, std, float(values.mean()), float(values.var()),
+                                                      len(values)))
+        calibration, noise, calib_diag = _calibrate(moments)
+        diagnostics["calibration"] = calib_diag
+        model = cls(representation, graph, mechanisms, regime_models, menu, latent_of_node, calibration,
+                    np.zeros(n), diagnostics, measurement_noise=noise)
+        model.persistence, diagnostics["persistence"] = _fit_persistence(model, z, regimes, known, episode, step)
+        return model
+
+    # --- persistence on disk ---
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model with ``torch.save`` (plain tensors, lists and strings: ``weights_only``-safe)."""
+        from causal_wm.crl._torch import save_atomic
+
+        state = {
+            "format": FORMAT, "version": FORMAT_VERSION,
+            "representation_kind": getattr(self.representation, "kind", "images"),
+            "representation": self.representation.state(),
+            "graph": torch.as_tensor(self.graph),
+            "mechanisms": json.dumps([m.state() for m in self.mechanisms]),
+            "regimes": json.dumps({str(r): {str(k): q.state() for k, q in spec.items()}
+                                   for r, spec in self.regimes.items()}),
+            "menu": json.dumps(None if self.menu is None else [None if iv is None else iv.to_dict()
+                                                               for iv in self.menu]),
+            "latent_of_node": json.dumps({str(j): k for j, k in self.latent_of_node.items()}),
+            "calibration": json.dumps({str(k): list(v) for k, v in self.calibration.items()}),
+            "measurement_noise": json.dumps({str(k): v for k, v in self.measurement_noise.items()}),
+            "persistence": torch.as_tensor(self.persistence),
+            "diagnostics": json.dumps(_jsonable(self.diagnostics)),
+        }
+        path = Path(path)
+        save_atomic(state, path)
+        return path
+
+    @classmethod
+    def from_state(cls, state: Any, device: str | torch.device = "auto", source: str = "state") -> CausalWorldModel:
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise ValueError(f"{source} is not a causal world model (format {FORMAT!r})")
+        if state.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{source} has format version {state.get('version')}, this code reads {FORMAT_VERSION}")
+        if state["representation_kind"] == "linear":
+            representation: Any = LinearRepresentation.from_state(state["representation"])
+        else:
+            from causal_wm.crl.images import ImageCRLResult
+
+            representation = ImageCRLResult.from_state(state["representation"], device, source=source)
+        menu_raw = json.loads(state["menu"])
+        menu = None if menu_raw is None else [None if d is None else Intervention.from_dict(d) for d in menu_raw]
+        regimes = {int(r): {int(k): QuantileNoise(np.asarray(v)) for k, v in spec.items()}
+                   for r, spec in json.loads(state["regimes"]).items()}
+        return cls(representation, state["graph"].numpy(),
+                   [NodeMechanism.from_state(m) for m in json.loads(state["mechanisms"])], regimes, menu,
+                   {int(j): k for j, k in json.loads(state["latent_of_node"]).items()},
+                   {int(k): tuple(v) for k, v in json.loads(state["calibration"]).items()},
+                   state["persistence"].numpy(), json.loads(state["diagnostics"]),
+                   {int(k): v for k, v in json.loads(state["measurement_noise"]).items()})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> CausalWorldModel:
+        """Read a model written by ``save`` (safe loading: ``torch.load(weights_only=True)``)."""
+        try:
+            state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # a truncated or foreign file
+            raise ValueError(f"{path} is not a readable causal world model: {err}") from err
+        return cls.from_state(state, device, source=str(path))
+
+    def __repr__(self) -> str:
+        edges = int(self.graph.sum())
+        kind = getattr(self.representation, "kind", "images")
+        return (f"CausalWorldModel(n={self.n}, edges={edges}, representation={kind}, regimes={len(self.regimes)}, "
+                f"persistence={np.round(self.persistence, 2).tolist()})")
+
+
+class MenuModel:
+    """A ``CausalWorldModel`` seen through an action menu: action ``a`` is ``interventions[a]``
+    (satisfies ``causal_wm.agents.planners.LatentModel``)."""
+
+    def __init__(self, model: CausalWorldModel, interventions: Sequence[Intervention | None]) -> None:
+        self.model = model
+        self.interventions = list(interventions)
+        if not self.interventions:
+            raise ValueError("the menu is empty")
+        self.specs = [model._resolve(iv) for iv in self.interventions]
+        self.n = model.n
+        self.num_actions = len(self.interventions)
+
+    def predict(self, action: int, noise: np.ndarray, z_now: np.ndarray | None = None,
+                regime_now: int | None = None) -> np.ndarray:
+        if not 0 <= action < self.num_actions:
+            raise ValueError(f"action {action} is outside 0..{self.num_actions - 1}")
+        now = None if regime_now is None else self.specs[regime_now]
+        return self.model.predict(self.specs[action], noise, z_now, now)
+
+
+def _calibrate(moments: Mapping[int, list[tuple[float, float, float, float, int]]]
+               ) -> tuple[dict[int, tuple[float, float]], dict[int, float], dict[str, Any]]:
+    """Per learned latent, from the regimes with a known distribution ``N(mu, sigma^2)`` of its true node
+    (``(mu, sigma, learned mean, learned variance, rows)`` each): the line ``learned mean = a + b mu``
+    (count-weighted least squares over regimes; needs two different means) and the encoder's noise
+    std ``sqrt(mean(learned variance - b^2 sigma^2))``. Means, not quantiles: the encoder's own error
+    widens every learned distribution, which would inflate a slope read off the spreads."""
+    calibration: dict[int, tuple[float, float]] = {}
+    noise: dict[int, float] = {}
+    diagnostics: dict[str, Any] = {}
+    for k, items in moments.items():
+        mu, sigma, m, v, count = (np.array(col, dtype=np.float64) for col in zip(*items, strict=True))
+        if np.ptp(mu) < 0.1:
+            continue
+        w = count / count.sum()
+        mu_bar, m_bar = float(w @ mu), float(w @ m)
+        b = float(w @ ((mu - mu_bar) * (m - m_bar)) / (w @ (mu - mu_bar) ** 2))
+        if abs(b) < 1e-6:
+            continue
+        a = m_bar - b * mu_bar
+        extra = float(w @ (v - b**2 * sigma**2))
+        calibration[int(k)] = (a, b)
+        noise[int(k)] = math.sqrt(max(extra, 0.0))
+        diagnostics[str(k)] = {"a": a, "b": b, "noise_std": noise[int(k)], "regimes": len(items),
+                               "max_mean_residual": float(np.max(np.abs(m - a - b * mu)))}
+    return calibration, noise, diagnostics
+
+
+def _encode_dataset(representation: Any, dataset: Any, *, chunk: int = 4096, progress: bool = True) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    out = []
+    for start in tqdm(range(0, len(dataset), chunk), desc="encode", disable=not progress, leave=False):
+        out.append(representation.encode(dataset.observations(slice(start, start + chunk))))
+    return np.concatenate(out).astype(np.float64)
+
+
+def _fit_persistence(model: CausalWorldModel, z: np.ndarray, regimes: np.ndarray, known: np.ndarray,
+                     episode: np.ndarray | None, step: np.ndarray | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """AR(1) coefficient per latent of the normal scores of consecutive rows; 0 unless significant."""
+    n = model.n
+    if episode is None or step is None or len(z) < 2:
+        return np.zeros(n), {"pairs": 0}
+    episode, step = np.asarray(episode), np.asarray(step)
+    consecutive = (episode[1:] == episode[:-1]) & (step[1:] == step[:-1] + 1) & known[1:] & known[:-1]
+    idx = np.flatnonzero(consecutive)
+    if len(idx) < 50:
+        return np.zeros(n), {"pairs": len(idx)}
+    e = np.zeros_like(z)
+    for r in np.unique(regimes[known]):
+        rows = np.flatnonzero((regimes == r) & known)
+        e[rows] = model.abduct(z[rows], int(r))
+    e = np.clip(e, -5.0, 5.0)
+    a, b = e[idx], e[idx + 1]
+    rho = np.array([np.corrcoef(a[:, k], b[:, k])[0, 1] for k in range(n)])
+    raw = np.nan_to_num(rho)
+    significant = raw > 3.0 / math.sqrt(len(idx))
+    rho = np.where(significant, np.clip(raw, 0.0, 0.99), 0.0)
+    return rho, {"pairs": len(idx), "raw": raw.tolist()}
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "auto") -> Any:
+    """Read a ``CausalWorldModel`` or an ``ImageCRLResult`` from ``path``, by the file's format."""
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable model file: {err}") from err
+    fmt = state.get("format") if isinstance(state, dict) else None
+    if fmt == FORMAT:
+        return CausalWorldModel.from_state(state, device, source=str(path))
+    from causal_wm.crl.images import FORMAT as IMAGE_FORMAT
+    from causal_wm.crl.images import ImageCRLResult
+
+    if fmt == IMAGE_FORMAT:
+        return ImageCRLResult.from_state(state, device, source=str(path))
+    raise ValueError(f"{path} holds neither a causal world model nor an image CRL model (format {fmt!r})")
