@@ -110,7 +110,7 @@ def run_policy(env: Any, policy: Policy, *, steps: int = 200, seed: int = 0, tol
 
 def compare_planners(model: Any, env: Any, *, planner: str = "one-step", horizon: int = 3, steps: int = 200,
                      num_samples: int = 256, tolerance: float = 0.5, seed: int = 0,
-                     actions: list[int] | None = None) -> dict[str, Any]:
+                     actions: list[int] | None = None, progress: bool = False) -> dict[str, Any]:
     """The same planner with the learned ``model`` (from frames) and with the true SCM (oracle, from
     the true latents), and random actions, on the reach task of ``env`` (a causal scene).
 
@@ -146,7 +146,7 @@ def compare_planners(model: Any, env: Any, *, planner: str = "one-step", horizon
         "oracle": OraclePolicy(oracle),
         "random": lambda obs, info: allowed[chooser(obs, info)],
     }
-    results = {name: run_policy(env, policy, steps=steps, seed=seed, tolerance=tolerance)
+    results = {name: run_policy(env, policy, steps=steps, seed=seed, tolerance=tolerance, progress=progress)
                for name, policy in policies.items()}
     return {"planners": results, "settings": {"planner": planner, "horizon": horizon, "steps": steps,
                                               "num_samples": num_samples, "tolerance": tolerance, "seed": seed,

@@ -275,7 +275,7 @@ def run_plan(args: argparse.Namespace) -> int:
     model = _load_world_model(args.model, args.device)
     env = _scene_env(args.env_id, {**(args.env_kwargs or {}), "task": "reach"})
     results = compare_planners(model, env, planner=args.planner, horizon=args.horizon, steps=args.steps,
-                               num_samples=args.samples, tolerance=args.tolerance, seed=args.seed)
+                               num_samples=args.samples, tolerance=args.tolerance, seed=args.seed, progress=True)
     for name, r in results["planners"].items():
         print(f"{name:>8}: success {r['success_rate']:.3f}, mean reward {r['mean_reward']:.3f}")
     if args.out:
