@@ -88,6 +88,8 @@ class Config:
     """an existing image CRL model (ImageCRLResult file) fitted on --data, instead of fitting one"""
     preset: str = "cpu"
     """world model preset (debug, cpu, full)"""
+    image_size: int = 0
+    """model resolution of the image learner (0: the preset's; e.g. 64 keeps the thin shadow of Shadow-v0)"""
     per_regime: int = 5000
     """collected rows per regime"""
     scene: str = "balls"
@@ -203,8 +205,9 @@ def fit_models(cfg: Config, cache: Path) -> tuple[CausalWorldModel, ActionCondit
             from causal_wm.crl.images import ImageCRLResult
 
             representation = ImageCRLResult.load(cfg.representation, device=cfg.device)
+        crl_options = {"image_size": cfg.image_size} if cfg.image_size else {}
         world_model = CausalWorldModel.fit(dataset, preset=cfg.preset, device=cfg.device, seed=0,
-                                           representation=representation,
+                                           representation=representation, crl_options=crl_options,
                                            checkpoint_dir=cache / f"checkpoints_{cfg.scene}")
         world_model.save(model_path)
         info["world_model"] = f"fitted, saved to {model_path}" + (
@@ -325,7 +328,8 @@ def figures(cfg: Config, out: Path, results: dict, world_model: CausalWorldModel
         ax.set_title(scenario.replace("_", " "))
         ax.set_ylabel(f"success rate (|z_goal - {cfg.goal_value:g}| < {cfg.tolerance:g})")
     fig.tight_layout()
-    paths["success"] = str(out / f"planning_{cfg.scene}_success.png")
+    stem = f"planning_{cfg.scene}" + (f"_{cfg.image_size}px" if cfg.image_size else "")
+    paths["success"] = str(out / f"{stem}_success.png")
     fig.savefig(paths["success"], dpi=120)
     plt.close(fig)
     # imagined interventions: real frames vs the causal and the non-causal imagination
@@ -343,12 +347,12 @@ def figures(cfg: Config, out: Path, results: dict, world_model: CausalWorldModel
         rows.append(np.concatenate([real, world_model.sample_observations(6, iv, seed=a)]))
         labels.append(iv.label())
     grid = np.stack(rows)
-    paths["imagined"] = str(out / f"planning_{cfg.scene}_imagined_interventions.png")
+    paths["imagined"] = str(out / f"{stem}_imagined_interventions.png")
     image_grid(grid, row_labels=labels, title="left 6: real frames; right 6: imagined by the causal world model",
                path=paths["imagined"])
     perm = [world_model.latent_of_node.get(j, j) for j in range(world_model.n)]
     learned_in_true_order = world_model.graph[np.ix_(perm, perm)]
-    paths["graph"] = str(out / f"planning_{cfg.scene}_graph.png")
+    paths["graph"] = str(out / f"{stem}_graph.png")
     plot_graphs(np.asarray(env.unwrapped.graph), learned_in_true_order, names=list(env.unwrapped.node_names),
                 path=paths["graph"])
     return paths
@@ -412,7 +416,8 @@ def main() -> None:
     path = out / ("planning_quick.json" if cfg.quick else "planning.json")
     previous = json.loads(path.read_text()) if path.exists() else {}
     scenes = previous.get("scenes", {}) if isinstance(previous.get("scenes"), dict) else {}
-    scenes[env_id(cfg).split("/")[-1]] = payload
+    key = env_id(cfg).split("/")[-1] + (f" ({cfg.image_size} px)" if cfg.image_size else "")
+    scenes[key] = payload
     path.write_text(json.dumps({"benchmark": "planning", "scenes": scenes}, indent=1, default=float))
     print(json.dumps(goals, indent=1))
     print(f"wrote {path}")

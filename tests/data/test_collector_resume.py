@@ -27,7 +27,7 @@ import torch
 torch.set_num_threads(1)
 import collect_envs
 from causal_wm.data import collect
-collect(collect_envs.TinyImageEnv(delay=0.004), {steps}, {path!r}, regime_fn=collect_envs.regime_of_action,
+collect(collect_envs.TinyImageEnv(delay=0.02), {steps}, {path!r}, regime_fn=collect_envs.regime_of_action,
         seed=7, chunk_size={chunk}, progress=False)
 """
 WORKERS_SCRIPT = """
@@ -36,10 +36,12 @@ sys.path.insert(0, {here!r})
 import collect_envs
 from causal_wm.data import collect
 collect(collect_envs.TINY_ID, {steps}, {path!r}, regime_fn=collect_envs.regime_of_action, seed=7,
-        chunk_size={chunk}, num_envs=2, vectorization="async", env_kwargs={{"delay": 0.003}}, progress=False)
+        chunk_size={chunk}, num_envs=2, vectorization="async", env_kwargs={{"delay": 0.015}}, progress=False)
 """
 # attributes that describe how a run went rather than what it holds
 RUN_ATTRS = {"num_envs", "vectorization"}
+# The interrupted collectors step slowly (delay per step) so that on a loaded machine they are still
+# running when the signal comes: 400 steps take 8 s, the signal follows the first 32 rows.
 
 
 def _collect_tiny(path, steps=STEPS, **kwargs):
@@ -112,7 +114,7 @@ def test_sigkill_of_worker_processes_then_resume_in_one_process(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)  # the parent only: its daemon workers see their pipe close and exit
     proc.wait(timeout=30)
     assert CHUNK <= len(Dataset(path)) < STEPS
-    kwargs = {"regime_fn": regime_of_action, "seed": 7, "chunk_size": CHUNK, "env_kwargs": {"delay": 0.003},
+    kwargs = {"regime_fn": regime_of_action, "seed": 7, "chunk_size": CHUNK, "env_kwargs": {"delay": 0.015},
               "progress": False}
     collect(TINY_ID, STEPS, path, **kwargs)
     reference = tmp_path / "reference_workers.h5"
