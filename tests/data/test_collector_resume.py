@@ -21,7 +21,11 @@ HERE = Path(__file__).resolve().parent
 STEPS = 400
 CHUNK = 16
 SCRIPT = """
+import signal
 import sys
+# a process started in the background of a non-interactive shell inherits an ignored SIGINT; Ctrl-C in a
+# terminal reaches Python's default handler, which is what this test simulates
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {here!r})
 import torch
 torch.set_num_threads(1)
@@ -31,7 +35,11 @@ collect(collect_envs.TinyImageEnv(delay=0.02), {steps}, {path!r}, regime_fn=coll
         seed=7, chunk_size={chunk}, progress=False)
 """
 WORKERS_SCRIPT = """
+import signal
 import sys
+# a process started in the background of a non-interactive shell inherits an ignored SIGINT; Ctrl-C in a
+# terminal reaches Python's default handler, which is what this test simulates
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {here!r})
 import collect_envs
 from causal_wm.data import collect
