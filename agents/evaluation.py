@@ -64,14 +64,15 @@ class OraclePolicy:
 
 
 class RandomPolicy:
-    """Uniform over the env's actions."""
+    """Uniform over the env's actions (or over ``actions``): ``RandomPlanner`` as a policy."""
 
-    def __init__(self, num_actions: int, seed: int = 0) -> None:
-        self.num_actions = int(num_actions)
-        self.rng = np.random.default_rng(seed)
+    def __init__(self, num_actions: int, seed: int = 0, actions: list[int] | None = None) -> None:
+        from causal_wm.agents.planners import RandomPlanner
+
+        self.planner = RandomPlanner(num_actions, seed, actions=actions)
 
     def __call__(self, obs: np.ndarray, info: dict[str, Any]) -> int:
-        return int(self.rng.integers(self.num_actions))
+        return self.planner.act()
 
 
 def run_policy(env: Any, policy: Policy, *, steps: int = 200, seed: int = 0, tolerance: float = 0.5,
@@ -140,11 +141,10 @@ def compare_planners(model: Any, env: Any, *, planner: str = "one-step", horizon
 
     learned = make(model.for_menu(scene.interventions), latent_goal_reward(model, scene.goal_node, scene.goal_value))
     oracle = make(OracleSCMModel.from_env(env), goal_reward(scene.goal_node, scene.goal_value))
-    chooser = RandomPolicy(len(allowed), seed=seed)
     policies: dict[str, Policy] = {
         "learned": ModelPolicy(model, learned),
         "oracle": OraclePolicy(oracle),
-        "random": lambda obs, info: allowed[chooser(obs, info)],
+        "random": RandomPolicy(env.action_space.n, seed=seed, actions=allowed),
     }
     results = {name: run_policy(env, policy, steps=steps, seed=seed, tolerance=tolerance, progress=progress)
                for name, policy in policies.items()}

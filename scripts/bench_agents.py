@@ -31,7 +31,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import stable_baselines3
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,6 +47,7 @@ from train_agent import PlainAutoencoder, TrainConfig, add_config_arguments, alg
 
 import causal_wm
 from causal_wm.agents.planners import OneStepPlanner
+from causal_wm.device import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -116,17 +117,6 @@ def quick_overrides(config: BenchConfig) -> BenchConfig:
     return dataclasses.replace(config, seeds=1, total_timesteps=1024, n_envs=2, crl_preset="debug",
                                crl_per_regime=150, ae_per_regime=60, ae_epochs=1, random_episodes=4,
                                planner_episodes=1, grid_points=10)
-
-
-def machine_info() -> dict[str, Any]:
-    import stable_baselines3
-
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "numpy": np.__version__, "torch": torch.__version__, "gymnasium": gym.__version__,
-            "stable_baselines3": stable_baselines3.__version__, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def scene_name(env_id: str) -> str:
@@ -391,7 +381,8 @@ def run(config: BenchConfig) -> dict[str, Any]:
         previous = json.loads(output.read_text())
         if fixed(previous.get("settings", {})) == fixed(settings):
             report = previous  # resume: finished runs are kept and skipped
-    report.update(benchmark="agents", settings=settings, machine=machine_info())
+    report.update(benchmark="agents", settings=settings, machine=machine_info(gymnasium=gym.__version__,
+                                                                    stable_baselines3=stable_baselines3.__version__))
     report.setdefault("runs", {})
     report.setdefault("references", {})
     report["definitions"] = {

@@ -27,7 +27,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import statistics
 import tempfile
@@ -44,6 +43,7 @@ from tqdm import tqdm
 
 import causal_wm  # registers the envs
 from causal_wm.data import collect
+from causal_wm.device import machine_info
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -167,10 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "benchmark": "collect",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-                    "h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version, "gymnasium": gym.__version__,
-                    "load_average_before": load_before, "load_average_after": os.getloadavg()},
+        "machine": machine_info(h5py=h5py.__version__, hdf5=h5py.version.hdf5_version, gymnasium=gym.__version__,
+                                load_average_before=load_before, load_average_after=os.getloadavg()),
         "settings": {"env_id": ENV_ID, "frame": "64x64x3 uint8", "goal_frames_per_s": GOAL_FPS,
                      "package_version": causal_wm.__version__, **asdict(config),
                      "policy": "acting (uniform over the 31-entry menu)"},

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from causal_wm.device import machine_info
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "gscale.json"
 
@@ -89,13 +89,6 @@ def update_results(part: str, value: Any, path: Path = RESULTS) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
-
-
-def machine() -> dict[str, Any]:
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": np.__version__, "cuda": torch.cuda.is_available(),
-            "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 def one_run(cfg: Config, d: int, seed: int) -> dict[str, Any]:
@@ -185,7 +178,7 @@ def run_vector(cfg: Config) -> dict[str, Any]:
     t0 = time.perf_counter()
 
     def write(runs: list[dict[str, Any]], complete: bool) -> dict[str, Any]:
-        value = {"settings": settings, "machine": machine(), "complete": complete,
+        value = {"settings": settings, "machine": machine_info(), "complete": complete,
                  "scores": "estimated (classifiers), never oracle",
                  "conventions": {"z_error": "||Z_aligned - Z||_F / ||Z||_F, Pearson-MCC permutation, per-coordinate "
                                             "least-squares scale, no offset, observational samples",

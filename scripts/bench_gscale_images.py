@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import fcntl
 import json
 import os
@@ -49,6 +48,7 @@ from causal_wm.crl.images import (
     image_crl_figures,
 )
 from causal_wm.crl.metrics import mcc
+from causal_wm.device import machine_info
 
 
 @dataclass
@@ -201,11 +201,9 @@ def main() -> None:
         "published_image_mcc_range": [0.16, 0.59],
         "settings": {**dataclasses.asdict(cfg), "per_regime": per_regime, "n": 2 * cfg.num_balls,
                      "preset_settings": PRESETS[cfg.preset]},
-        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "numpy": np.__version__,
-                    "python": platform.python_version(), "device": str(device),
-                    "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor(),
-                    "torch_threads": cfg.threads,
-                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+        "machine": machine_info(device=str(device), torch_threads=cfg.threads,
+                                device_name=torch.cuda.get_device_name(0) if device.type == "cuda"
+                                else platform.processor()),
         "true_graph": graph.tolist(),
         "data_seconds": data_seconds,
         "routes": routes,

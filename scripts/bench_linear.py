@@ -29,12 +29,9 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import inspect
 import json
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +43,7 @@ from tqdm.auto import tqdm
 from causal_wm.crl.dag import transitive_reduction
 from causal_wm.crl.lscale import lscale_i
 from causal_wm.crl.metrics import edge_precision_recall, evaluate, incorrect_mixing_norm, shd
+from causal_wm.device import machine_info
 from causal_wm.scm import (
     CRLProblem,
     lscale_problem,
@@ -183,16 +181,10 @@ def run_umni(cfg: Config, results: dict, quick: bool) -> None:
         print(module.table(results["umni"]))
 
 
-def machine() -> dict:
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "numpy": np.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-
-
 def write(cfg: Config, results: dict) -> None:
     out = ROOT / cfg.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    results["machine"] = machine()
+    results["machine"] = machine_info()
     out.write_text(json.dumps(results, indent=1))
 
 

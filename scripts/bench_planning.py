@@ -48,11 +48,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import itertools
 import json
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,10 +61,11 @@ import torch
 import causal_wm
 from causal_wm.agents import OneStepPlanner, OracleSCMModel, goal_reward
 from causal_wm.agents.evaluation import ModelPolicy, OraclePolicy, RandomPolicy, latent_goal_reward, run_policy
+from causal_wm.device import machine_info
 from causal_wm.scm import Intervention
-from causal_wm.world_model import CausalWorldModel, LinearRepresentation
+from causal_wm.world_model import CausalWorldModel, LinearRepresentation, encode_dataset
 from causal_wm.world_model.baseline import ActionConditionedModel
-from causal_wm.world_model.evaluation import distribution_distances
+from causal_wm.world_model.scoring import intervention_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANNERS = ("oracle", "causal", "noncausal", "random", "causal_true_latents", "noncausal_true_latents")
@@ -115,13 +113,6 @@ class Config:
     """torch device of the learners"""
     quick: bool = False
     """debug preset, small data, few steps (smoke test; numbers mean nothing)"""
-
-
-def machine() -> dict:
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "numpy": np.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 SCENES = {"balls": "causal_wm/Balls-v0", "shadow": "causal_wm/Shadow-v0"}
@@ -218,8 +209,7 @@ def fit_models(cfg: Config, cache: Path) -> tuple[CausalWorldModel, ActionCondit
     if baseline_path.exists():
         baseline = ActionConditionedModel.load(baseline_path, device=cfg.device)
     else:
-        z = np.concatenate([world_model.encode(dataset.observations(slice(s, s + 4096)))
-                            for s in range(0, len(dataset), 4096)])
+        z = encode_dataset(world_model, dataset)
         menu = dataset.menu
         interventions = [menu[r] for r in dataset.regime]
         baseline = ActionConditionedModel().fit(z, interventions, episode=dataset.episode, step=dataset.step,
@@ -236,29 +226,16 @@ def fit_models(cfg: Config, cache: Path) -> tuple[CausalWorldModel, ActionCondit
 
 def prediction_errors(cfg: Config, env: gym.Env, actions: list[int], world_model: CausalWorldModel,
                       baseline: ActionConditionedModel) -> dict:
-    """Imagined vs real distributions of every action's intervention."""
-    from causal_wm.crl.images import prepare_images
-
-    scene = env.unwrapped
-    rows = []
-    for a in actions:
-        iv = scene.interventions[a]
-        z_true = scene.scm.sample(cfg.eval_samples, iv, seed=1000 + a)
-        frames = scene.renderer(z_true)
-        real = world_model.encode(frames)
-        real_mean_frame = prepare_images(frames, world_model.image_size).mean(0).numpy()
-        row = {"action": a, "intervention": "seeing" if iv is None else iv.label()}
-        for name, model in (("causal", world_model), ("noncausal", baseline)):
-            imagined = model.sample(cfg.eval_samples, iv, seed=a)
-            row[name] = distribution_distances(imagined, real, seed=0)
-            decoded = world_model.decode(imagined[:256])
-            imagined_mean = prepare_images(decoded, world_model.image_size).mean(0).numpy()
-            row[name]["image_mse"] = float(np.mean((imagined_mean - real_mean_frame) ** 2))
-        rows.append(row)
-    summary = {}
-    for name in ("causal", "noncausal"):
-        summary[name] = {k: float(np.mean([r[name][k] for r in rows])) for k in rows[0][name]}
-    return {"per_intervention": rows, "mean": summary}
+    """Imagined vs real distributions of every action's intervention, both models on the same real
+    samples (``causal_wm.world_model.scoring.intervention_errors``)."""
+    rows = intervention_errors(world_model, env, samples=cfg.eval_samples, actions=actions,
+                               others={"noncausal": baseline})
+    per_intervention = [{"action": r["action"], "intervention": r["intervention"], "noncausal": r["noncausal"],
+                         "causal": {k: v for k, v in r.items() if k not in ("action", "intervention", "noncausal")}}
+                        for r in rows]
+    summary = {name: {k: float(np.mean([r[name][k] for r in per_intervention])) for k in per_intervention[0][name]}
+               for name in ("causal", "noncausal")}
+    return {"per_intervention": per_intervention, "mean": summary}
 
 
 def evaluate_planners(cfg: Config, env: gym.Env, actions: list[int], world_model: CausalWorldModel,
@@ -284,8 +261,7 @@ def evaluate_planners(cfg: Config, env: gym.Env, actions: list[int], world_model
             policies[name] = TrueLatentPolicy(true_world_model, OneStepPlanner(
                 model.for_menu(scene.interventions), true_reward, actions=actions, num_samples=cfg.num_samples,
                 seed=seed))
-        random_policy = RandomPolicy(len(actions), seed=seed)
-        policies["random"] = lambda obs, info, p=random_policy: actions[p(obs, info)]
+        policies["random"] = RandomPolicy(env.action_space.n, seed=seed, actions=actions)
         for name, policy in policies.items():
             metrics = run_policy(env, policy, steps=cfg.steps, seed=10_000 + seed, tolerance=cfg.tolerance)
             counts = np.asarray(metrics.pop("action_counts"))
@@ -405,7 +381,7 @@ def main() -> None:
                         and goals["out_of_distribution_causal_over_oracle"] >= 0.8
                         and goals["out_of_distribution_causal_over_noncausal"] >= 2.0)
     scene = envs["in_distribution"].unwrapped
-    payload = {"config": dataclasses.asdict(cfg), "machine": machine(), "models": info,
+    payload = {"config": dataclasses.asdict(cfg), "machine": machine_info(), "models": info,
                "task": {"goal_node": int(scene.goal_node), "goal_name": scene.node_names[scene.goal_node],
                         "goal_value": cfg.goal_value, "tolerance": cfg.tolerance,
                         "true_graph": np.asarray(scene.graph).tolist(),

@@ -22,10 +22,8 @@ average is recorded too). Writes ``benchmarks/results/render.json`` and ``benchm
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -34,12 +32,13 @@ from pathlib import Path
 import gymnasium as gym
 import matplotlib
 import numpy as np
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 from tqdm import tqdm
 
-import causal_wm  # registers the envs
+from causal_wm.device import machine_info
 from causal_wm.envs import BallsRenderer
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
@@ -121,20 +120,12 @@ class MatplotlibBalls:
         return out
 
 
-def machine_info() -> dict:
-    info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "numpy": np.__version__, "gymnasium": gym.__version__, "matplotlib": matplotlib.__version__,
-            "causal_wm": causal_wm.__version__,
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+def library_versions() -> dict:
+    """Versions of the rendering libraries, next to ``causal_wm.device.machine_info``."""
+    info = {"gymnasium": gym.__version__, "matplotlib": matplotlib.__version__}
     try:
         import cv2
         info["opencv"] = cv2.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import torch
-        torch.set_num_threads(1)
-        info["torch"] = torch.__version__
     except ImportError:  # pragma: no cover
         pass
     return info
@@ -150,7 +141,8 @@ def main() -> None:
     if args.quick:
         cfg = Config(env_steps=500, shadow_steps=200, frames=500, mpl_frames=20, repeats=1, seed=cfg.seed,
                      output=cfg.output)
-    info = machine_info()
+    torch.set_num_threads(1)
+    info = machine_info(**library_versions())
     load_before = os.getloadavg()
 
     balls = gym.make("causal_wm/Balls-v0").unwrapped

@@ -24,7 +24,6 @@ import dataclasses
 import datetime
 import json
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from causal_wm.crl.scores import OracleScores, make_estimator, score_error
+from causal_wm.device import machine_info
 from causal_wm.scm import CRLProblem, LinearMixing, gscale_problem, lscale_problem
 
 
@@ -170,11 +170,8 @@ def write(cfg: Config, out: Path, rows: list[dict], history: list[dict], seconds
                          "same after J^T with the true mixing Jacobian J; median_sample_error: median over "
                          "samples of the per-sample ratio; pair_*: s^m - s^m' for the two interventions on "
                          "each node (GSCALE-I)",
-        machine=dict(cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), platform=platform.platform(),
-                     python=platform.python_version(), torch=torch.__version__, numpy=np.__version__,
-                     cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                     note="fit_seconds are wall-clock on a shared machine; load_average (1 min) is recorded "
-                          "with every row"),
+        machine=machine_info(note="fit_seconds are wall-clock on a shared machine; load_average (1 min) is "
+                                  "recorded with every row"),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         settings=dataclasses.asdict(cfg),
         previous_settings=history,

@@ -26,10 +26,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -38,6 +35,7 @@ import torch  # noqa: E402
 from causal_wm.crl import metrics  # noqa: E402
 from causal_wm.crl.scores import score_differences, score_error  # noqa: E402
 from causal_wm.crl.umni import umni_crl  # noqa: E402
+from causal_wm.device import machine_info  # noqa: E402
 from causal_wm.scm import (  # noqa: E402
     CRLProblem,
     transitive_closure,
@@ -148,12 +146,6 @@ def merge(parts: list[dict]) -> dict:
             for mode, by_n in by_mode.items():
                 out["results"].setdefault(method, {}).setdefault(mode, {}).update(by_n)
     return out
-
-
-def machine_info() -> dict:
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
-            "numpy": np.__version__, "torch": torch.__version__,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 def table(out: dict) -> str:

@@ -14,9 +14,10 @@ from causal_wm.world_model.model import (
     CausalWorldModel,
     LinearRepresentation,
     MenuModel,
+    encode_dataset,
     load_model,
 )
 
 __all__ = ["PRESETS", "ActionConditionedModel", "CausalWorldModel", "LinearRepresentation", "MenuModel",
-           "NodeMechanism", "QuantileNoise", "distribution_distances", "gaussian_w2", "intervention_features",
-           "load_model", "mmd", "success_rate"]
+           "NodeMechanism", "QuantileNoise", "distribution_distances", "encode_dataset", "gaussian_w2",
+           "intervention_features", "load_model", "mmd", "success_rate"]

@@ -222,7 +222,10 @@ def instrumental_linear(x: np.ndarray, y: np.ndarray, groups: np.ndarray, *,
 
 def _fit_mlp(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *, hidden: int, steps: int,
              seed: int) -> tuple[list[tuple[np.ndarray, np.ndarray]] | None, float]:
-    """A 2-hidden-layer tanh MLP by full-batch Adam with the best held-out weights kept."""
+    """A 2-hidden-layer tanh MLP by full-batch Adam (``causal_wm.crl._torch.train_early_stopping``,
+    held-out error every 20 steps, no early stop) with the best held-out weights kept."""
+    from causal_wm.crl._torch import train_early_stopping
+
     if steps <= 0:
         return None, float("inf")
     with torch.random.fork_rng(devices=[]):
@@ -231,20 +234,20 @@ def _fit_mlp(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                             nn.Linear(hidden, 1)).double()
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     xv, yv = torch.as_tensor(x_val), torch.as_tensor(y_val)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    best, best_state = float("inf"), None
-    for step in range(steps):
-        opt.zero_grad()
+
+    def step_loss() -> torch.Tensor:
         loss = torch.mean((net(xt)[:, 0] - yt) ** 2)
         if not torch.isfinite(loss):
             raise FloatingPointError("the mechanism fit diverged (non-finite loss)")
-        loss.backward()
-        opt.step()
-        if step % 20 == 19 or step == steps - 1:
-            with torch.no_grad():
-                val = float(torch.mean((net(xv)[:, 0] - yv) ** 2))
-            if val < best:
-                best, best_state = val, [p.detach().clone() for p in net.parameters()]
-    assert best_state is not None
-    layers = [(best_state[i].numpy(), best_state[i + 1].numpy()) for i in range(0, len(best_state), 2)]
-    return layers, best
+        return loss
+
+    @torch.no_grad()
+    def val_loss() -> float:
+        return float(torch.mean((net(xv)[:, 0] - yv) ** 2))
+
+    epochs = max(1, steps // 20)
+    result = train_early_stopping(net, step_loss, val_loss, epochs=epochs, steps_per_epoch=20, lr=1e-2,
+                                  patience=epochs)
+    weights = [p.detach().numpy() for p in net.parameters()]
+    layers = [(weights[i], weights[i + 1]) for i in range(0, len(weights), 2)]
+    return layers, min(result.val_loss)

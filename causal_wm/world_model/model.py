@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from causal_wm.crl._torch import save_atomic, to_jsonable
 from causal_wm.scm import Intervention
 from causal_wm.scm.graphs import topological_order
 from causal_wm.world_model.mechanisms import NodeMechanism, QuantileNoise
@@ -112,18 +113,12 @@ class LinearRepresentation:
     def state(self) -> dict[str, Any]:
         return {"encoder": torch.as_tensor(self.encoder), "graph": torch.as_tensor(self.graph),
                 "env_targets": [[r, list(t)] for r, t in sorted(self.env_targets.items())],
-                "diagnostics": json.dumps(_jsonable(self.diagnostics))}
+                "diagnostics": json.dumps(to_jsonable(self.diagnostics))}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> LinearRepresentation:
         return cls(state["encoder"].numpy(), state["graph"].numpy(),
                    {int(r): tuple(t) for r, t in state["env_targets"]}, json.loads(state["diagnostics"]))
-
-
-def _jsonable(value: Any) -> Any:
-    from causal_wm.crl._torch import to_jsonable
-
-    return to_jsonable(value)
 
 
 def _fit_linear_representation(x: np.ndarray, regimes: np.ndarray, menu: Sequence[Any] | None,
@@ -393,7 +388,7 @@ class CausalWorldModel:
             representation = fit_image_crl(dataset, preset=PRESETS[name]["crl"], device=torch_device, seed=seed,
                                            checkpoint_dir=checkpoint_dir, progress=progress, menu=menu,
                                            **dict(crl_options or {}))
-        z = _encode_dataset(representation, dataset, progress=progress)
+        z = encode_dataset(representation, dataset, progress=progress)
         return cls._fit_latents(representation, z, dataset.regime, menu, dataset.episode, dataset.step,
                                 preset=name, seed=seed)
 
@@ -487,8 +482,6 @@ class CausalWorldModel:
     # --- persistence on disk ---
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model with ``torch.save`` (plain tensors, lists and strings: ``weights_only``-safe)."""
-        from causal_wm.crl._torch import save_atomic
-
         state = {
             "format": FORMAT, "version": FORMAT_VERSION,
             "representation_kind": getattr(self.representation, "kind", "images"),
@@ -503,7 +496,7 @@ class CausalWorldModel:
             "calibration": json.dumps({str(k): list(v) for k, v in self.calibration.items()}),
             "measurement_noise": json.dumps({str(k): v for k, v in self.measurement_noise.items()}),
             "persistence": torch.as_tensor(self.persistence),
-            "diagnostics": json.dumps(_jsonable(self.diagnostics)),
+            "diagnostics": json.dumps(to_jsonable(self.diagnostics)),
         }
         path = Path(path)
         save_atomic(state, path)
@@ -599,7 +592,9 @@ def _calibrate(moments: Mapping[int, list[tuple[float, float, float, float, int]
     return calibration, noise, diagnostics
 
 
-def _encode_dataset(representation: Any, dataset: Any, *, chunk: int = 4096, progress: bool = True) -> np.ndarray:
+def encode_dataset(representation: Any, dataset: Any, *, chunk: int = 4096, progress: bool = True) -> np.ndarray:
+    """Latents ``(N, n)`` float64 of every row of a collection, read and encoded ``chunk`` rows at a time
+    (``representation``: anything with ``encode``, e.g. a ``CausalWorldModel``)."""
     from tqdm.auto import tqdm
 
     out = []

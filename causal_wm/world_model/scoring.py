@@ -15,6 +15,7 @@ between the mean decoded imagined frame and the mean real frame at the model res
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,29 @@ def _scene(env: Any) -> Any:
     return scene
 
 
-def intervention_errors(model: Any, env: Any, *, samples: int = 1000, seed: int = 0,
-                        actions: list[int] | None = None) -> list[dict[str, Any]]:
-    """Imagined vs real distributions for the env's menu entries ``actions`` (default all)."""
+def _distances(model: Any, imagined: np.ndarray, real: np.ndarray, real_mean: Any, seed: int) -> dict[str, float]:
+    """Distances between imagined and real latents, and the mean-frame error of the decoded imagination."""
     from causal_wm.crl.images import prepare_images
     from causal_wm.world_model.evaluation import distribution_distances
+
+    out = distribution_distances(imagined, real, seed=seed)
+    if real_mean is not None:
+        imagined_mean = prepare_images(model.decode(imagined[:256]), model.image_size).mean(0)
+        out["image_mse"] = float(((imagined_mean - real_mean) ** 2).mean())
+    return out
+
+
+def intervention_errors(model: Any, env: Any, *, samples: int = 1000, seed: int = 0,
+                        actions: list[int] | None = None,
+                        others: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Imagined vs real distributions for the env's menu entries ``actions`` (default all).
+
+    The real latents are ``model.encode`` of frames rendered from the true SCM under each entry; the
+    image error compares mean frames decoded by ``model``. ``others`` (name -> any model with
+    ``sample(num, intervention, seed=...)`` in the same latent space, e.g. a non-causal baseline) are
+    scored on the same real samples, under ``row[name]``.
+    """
+    from causal_wm.crl.images import prepare_images
 
     scene = _scene(env)
     actions = list(range(len(scene.interventions))) if actions is None else list(actions)
@@ -43,13 +62,11 @@ def intervention_errors(model: Any, env: Any, *, samples: int = 1000, seed: int 
         z_true = scene.scm.sample(samples, iv, seed=seed + 7919 * (a + 1))
         frames = scene.renderer(z_true)
         real = model.encode(frames)
-        imagined = model.sample(samples, iv, seed=seed + a)
+        real_mean = None if model.image_size is None else prepare_images(frames[:256], model.image_size).mean(0)
         row: dict[str, Any] = {"action": a, "intervention": "seeing" if iv is None else iv.label()}
-        row.update(distribution_distances(imagined, real, seed=seed))
-        if model.image_size is not None:
-            real_mean = prepare_images(frames[:256], model.image_size).mean(0).numpy()
-            imagined_mean = prepare_images(model.decode(imagined[:256]), model.image_size).mean(0).numpy()
-            row["image_mse"] = float(np.mean((imagined_mean - real_mean) ** 2))
+        row.update(_distances(model, model.sample(samples, iv, seed=seed + a), real, real_mean, seed))
+        for name, other in (others or {}).items():
+            row[name] = _distances(model, other.sample(samples, iv, seed=seed + a), real, real_mean, seed)
         rows.append(row)
     return rows
 
