@@ -25,17 +25,13 @@ steps and return of every finished episode) and ``agent.zip``.
 
 from __future__ import annotations
 
-import argparse
-import ast
 import dataclasses
-import inspect
-import itertools
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -49,6 +45,7 @@ from causal_wm.agents.wrappers import CausalEncoderVecObservation, TrueLatentObs
 from causal_wm.crl.image_models import ConvAutoencoder, Standardize
 from causal_wm.crl.images import prepare_images
 from causal_wm.device import resolve_device
+from causal_wm.persistence import Persistent, check_state, read_state, state_errors
 
 OBS_TYPES = ("pixels", "causal", "autoencoder", "true")
 ALGOS = ("ppo", "a2c", "dqn")
@@ -92,44 +89,6 @@ class TrainConfig:
     """write <run>/agent.zip"""
 
 
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under every field of a dataclass (read from its source)."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, after in itertools.pairwise(body):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
-                and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) \
-                and isinstance(after.value.value, str):
-            docs[node.target.id] = " ".join(after.value.value.split())
-    return docs
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One ``--field-name`` option per dataclass field, its docstring as help."""
-    docs = field_docs(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        kind = str(f.type)
-        if kind.startswith("dict"):
-            caster: Any = json.loads
-        elif kind == "bool":
-            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
-                                default=default, help=docs.get(f.name, ""))
-            continue
-        elif kind.startswith("int"):
-            caster = int
-        elif kind.startswith("float"):
-            caster = float
-        else:
-            caster = str
-        shown = json.dumps(default) if isinstance(default, dict) else default
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=caster, default=default,
-                            help=f"{docs.get(f.name, '')} (default: {shown})")
-
-
 # --- the non-causal baseline ------------------------------------------------------------------------
 class _AutoencoderEncoder(nn.Module):
     """float ``(B, 3, H, W)`` in ``[0, 1]`` -> standardised code ``(B, n)`` at the model resolution."""
@@ -142,11 +101,14 @@ class _AutoencoderEncoder(nn.Module):
         return self.standardize(self.autoencoder.encoder(prepare_images(x, self.image_size)))
 
 
-class PlainAutoencoder:
+class PlainAutoencoder(Persistent):
     """A convolutional autoencoder whose code has ``n`` coordinates: the non-causal baseline of the
     same latent size as a causal encoder. Pixel-wise binary cross-entropy, no regime labels; the code
     is standardised (zero mean, unit variance on the training frames) like the causal latents.
     Offers ``.n``, ``.encoder_module()`` and ``.encode``, so the agent wrappers accept it."""
+
+    FORMAT: ClassVar[str] = AUTOENCODER_FORMAT
+    FORMAT_VERSION: ClassVar[int] = 1
 
     def __init__(self, autoencoder: ConvAutoencoder, standardize: Standardize, settings: dict[str, Any]) -> None:
         self.autoencoder, self.standardize, self.settings = autoencoder, standardize, dict(settings)
@@ -212,25 +174,30 @@ class PlainAutoencoder:
                         batch_size=batch_size, lr=lr, seed=seed, frames=len(frames), bce=history)
         return cls(ae, standardize.to(dev), settings)
 
-    def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        torch.save({"format": AUTOENCODER_FORMAT, "settings": json.dumps(self.settings),
-                    "autoencoder": {k: v.cpu() for k, v in self.autoencoder.state_dict().items()},
-                    "standardize": {k: v.cpu() for k, v in self.standardize.state_dict().items()}}, path)
-        return path
+    # ``save`` and ``load`` come from ``causal_wm.persistence.Persistent``
+    def state(self) -> dict[str, Any]:
+        return {"format": AUTOENCODER_FORMAT, "version": 1, "settings": json.dumps(self.settings),
+                "autoencoder": {k: v.detach().cpu() for k, v in self.autoencoder.state_dict().items()},
+                "standardize": {k: v.detach().cpu() for k, v in self.standardize.state_dict().items()}}
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu") -> PlainAutoencoder:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != AUTOENCODER_FORMAT:
-            raise ValueError(f"{path} is not a plain autoencoder file (format {AUTOENCODER_FORMAT!r})")
-        settings = json.loads(state["settings"])
-        ae = ConvAutoencoder(settings["image_size"], settings["n"], settings["channels"], settings["hidden"])
-        ae.load_state_dict(state["autoencoder"])
-        standardize = Standardize(state["standardize"]["mean"], state["standardize"]["std"])
+    def from_state(cls, state: Any, device: Any = "cpu", source: str = "state") -> PlainAutoencoder:
+        # files written before the format had a version carry none: read them as version 1
+        state = {**state, "version": 1} if isinstance(state, dict) and "version" not in state else state
+        check_state(state, format=AUTOENCODER_FORMAT, version=1, source=source)
+        with state_errors(source, "plain autoencoder"):
+            settings = json.loads(state["settings"])
+            ae = ConvAutoencoder(settings["image_size"], settings["n"], settings["channels"], settings["hidden"])
+            ae.load_state_dict(state["autoencoder"])
+            standardize = Standardize(state["standardize"]["mean"], state["standardize"]["std"])
         dev = resolve_device(device)
         ae.to(dev).eval().requires_grad_(False)
         return cls(ae, standardize.to(dev), settings)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: Any = "cpu") -> PlainAutoencoder:
+        """Read a file written by ``save`` (on the CPU by default)."""
+        return cls.from_state(read_state(path, "a plain autoencoder"), device, source=str(path))
 
 
 # --- training ---------------------------------------------------------------------------------------

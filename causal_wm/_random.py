@@ -16,3 +16,10 @@ def as_generator(seed: SeedLike) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
     return np.random.default_rng(seed)
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """An independent 32-bit seed for the part ``keys`` of a run seeded with ``seed``, through
+    ``numpy.random.SeedSequence`` (``seed + k`` arithmetic would make run 0's part 1 equal run 1's
+    part 0)."""
+    return int(np.random.SeedSequence([int(seed), *(int(k) for k in keys)]).generate_state(1)[0])

@@ -226,7 +226,7 @@ def _load_world_model(path: str, device: str) -> Any:
 def run_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from causal_wm.crl._torch import to_jsonable
+    from causal_wm._torch import to_jsonable
     from causal_wm.world_model.scoring import evaluate_world_model, world_model_figures
 
     model = _load_world_model(args.model, args.device)
@@ -288,7 +288,8 @@ def run_plan(args: argparse.Namespace) -> int:
 # train-agent
 # --------------------------------------------------------------------------------------------------
 def add_train_agent_command(subparsers: argparse._SubParsersAction) -> None:
-    from causal_wm.agents.training import TrainConfig, add_config_arguments
+    from causal_wm.agents.training import TrainConfig
+    from causal_wm.config import add_config_arguments
 
     parser = subparsers.add_parser(
         "train-agent", help="train a stable-baselines3 agent on pixels, learned causal features, a plain "

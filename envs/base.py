@@ -27,7 +27,7 @@ HARD_INTERVENTION_MODES = ("shift", "scale", "both")
 TASKS = (None, "reach")
 DEFAULT_DO_VALUES = (-1.5, 0.0, 1.5)
 # Mean-shift pairs in standardised latent units (observational variance 1): two hard interventions on
-# a node whose log ratio is linear in the node, see SCIENCE.md section 8.
+# a node whose log ratio is linear in the node, see docs/science.md section 8.
 SHIFT = 1.0
 SHIFT_STD = 0.7
 # The published variance pair: noise std x0.5 and x2 (variance x0.25 and x4).

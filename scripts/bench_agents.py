@@ -31,7 +31,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,11 +41,10 @@ import numpy as np
 import stable_baselines3
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_agent import PlainAutoencoder, TrainConfig, add_config_arguments, algo_settings, train
-
 import causal_wm
 from causal_wm.agents.planners import OneStepPlanner
+from causal_wm.agents.training import PlainAutoencoder, TrainConfig, algo_settings, train
+from causal_wm.config import add_config_arguments
 from causal_wm.device import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,14 +18,12 @@ deleted. The machine may be shared: the load average before and after is recorde
 ``benchmarks/results/collect.json`` and ``benchmarks/results/collect.png`` and prints a table.
 
     python scripts/bench_collect.py            # full run
-    python scripts/bench_collect.py --quick    # smoke test
+    python scripts/bench_collect.py --quick    # smoke test in seconds, writes ./bench_out/collect/
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import os
 import resource
 import statistics
@@ -42,13 +40,13 @@ import torch
 from tqdm import tqdm
 
 import causal_wm  # registers the envs
+from causal_wm.benchmarking import RESULTS_DIR, parse_config, quick_dir, write_json
 from causal_wm.data import collect
 from causal_wm.device import machine_info
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 ENV_ID = "causal_wm/Balls-v0"
 GOAL_FPS = 5_000
 
@@ -67,6 +65,14 @@ class Config:
     """rows written per chunk."""
     seed: int = 0
     """collection seed."""
+    out: str = str(RESULTS_DIR / "collect.json")
+    """where the JSON goes (the PNG is written next to it)."""
+    quick: bool = False
+    """smoke test in seconds: 2,000 frames, one repeat; writes under ./bench_out/collect/."""
+
+
+QUICK = {"steps": 2_000, "env_steps": 1_000, "repeats": 1, "chunk_size": 256,
+         "out": str(quick_dir("collect") / "collect.json")}
 
 
 def _bare_env_fps(steps: int, seed: int) -> float:
@@ -127,16 +133,8 @@ def _write_path_mb_s(folder: Path, config: Config) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
-    parser.add_argument("--steps", type=int, default=Config.steps)
-    parser.add_argument("--repeats", type=int, default=Config.repeats)
-    parser.add_argument("--out", type=Path, default=RESULTS / "collect.json")
-    args = parser.parse_args(argv)
+    config = parse_config(Config, argv, description=__doc__, quick=QUICK, outputs=("out",))
     torch.set_num_threads(1)
-    config = Config(steps=args.steps, repeats=args.repeats)
-    if args.quick:
-        config = Config(steps=2_000, env_steps=1_000, repeats=1, chunk_size=256)
 
     settings = {
         "1 process (num_envs=1)": {},
@@ -170,22 +168,22 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine_info(h5py=h5py.__version__, hdf5=h5py.version.hdf5_version, gymnasium=gym.__version__,
                                 load_average_before=load_before, load_average_after=os.getloadavg()),
         "settings": {"env_id": ENV_ID, "frame": "64x64x3 uint8", "goal_frames_per_s": GOAL_FPS,
-                     "package_version": causal_wm.__version__, **asdict(config),
+                     "package_version": causal_wm.__version__,
+                     **{k: v for k, v in asdict(config).items() if k != "out"},
                      "policy": "acting (uniform over the 31-entry menu)"},
         "bare_env_steps_per_s": {"median": statistics.median(bare), "runs": bare},
         "hdf5_write_path_MB_per_s": write_mb_s,
         "collect": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    _plot(report, args.out.with_suffix(".png"))
+    out = write_json(config.out, report, indent=2)
+    _plot(report, out.with_suffix(".png"))
     print(f"{'setting':<40} {'frames/s':>10} {'CPU us/frame':>13}")
     print(f"{'bare env (no writing)':<40} {report['bare_env_steps_per_s']['median']:>10.0f}")
     for name, r in results.items():
         print(f"{name:<40} {r['frames_per_s']:>10.0f} {r['cpu_us_per_frame']:>13.0f}")
     print(f"HDF5 write path: {write_mb_s:.0f} MB/s; load average before/after: "
           f"{load_before[0]:.1f} / {report['machine']['load_average_after'][0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return report
 
 

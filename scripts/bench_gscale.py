@@ -9,20 +9,20 @@ scale, no offset), SHD (reversed edge = 1, and = 2), edge precision/recall, Pear
 pair-recovery accuracy (share of true pairs found), held-out pair-classifier accuracy and seconds;
 means next to the published estimated-score numbers.
 
-The JSON is ``{"vector": ..., "images": ...}``; the image pipeline writes its own ``"images"`` entry
-through ``update_results(part, value)`` and a vector run keeps an existing one (and vice versa).
+The JSON is ``{"vector": ..., "images": ...}``; ``scripts/bench_gscale_images.py`` writes its own
+``"images"`` entry and a vector run keeps an existing one (and vice versa; both through
+``causal_wm.benchmarking.update_json``).
 
     python scripts/bench_gscale.py --part vector                    # cpu preset, 10 runs per d
     python scripts/bench_gscale.py --part vector --runs 2 --dims 8 --samples 1000 --preset debug
     python scripts/bench_gscale.py --part vector --resume           # continue after an interruption
+    python scripts/bench_gscale.py --quick                          # smoke test, ./bench_out/gscale/
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -33,9 +33,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from causal_wm.benchmarking import RESULTS_DIR, parse_config, quick_dir, update_json
 from causal_wm.device import machine_info
-
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "gscale.json"
 
 # AISTATS 2024 poster, estimated (SSM) scores, n = 8: normalised Z error and SHD (SCIENCE.md section 7)
 PUBLISHED = {8: {"z_error": 0.70, "shd": 11.9}, 25: {"z_error": 0.68, "shd": 10.5}, 40: {"z_error": 0.71, "shd": 11.8}}
@@ -48,6 +47,8 @@ GOAL = {"z_error": 0.35, "shd": 5.0}
 class Config:
     """Settings of the vector benchmark (every field is a command-line flag)."""
 
+    part: str = "vector"
+    """which part to run (only vector: the images part is written by scripts/bench_gscale_images.py)"""
     dims: tuple[int, ...] = (8, 25, 40)
     """observation dimensions d"""
     n: int = 8
@@ -74,21 +75,19 @@ class Config:
     """torch device"""
     resume: bool = False
     """keep finished runs of an earlier invocation with the same settings"""
+    out: str = str(RESULTS_DIR / "gscale.json")
+    """results JSON (its "vector" entry is replaced, the rest kept); the PNG goes next to it"""
+    quick: bool = False
+    """smoke test in seconds: one run, d = 8, n = 3, debug preset, tiny budgets; writes under ./bench_out/gscale/"""
 
 
-def update_results(part: str, value: Any, path: Path = RESULTS) -> None:
+QUICK = {"dims": (8,), "n": 3, "runs": 1, "samples": 300, "preset": "debug", "epochs": 3, "graph_epochs": 3,
+         "pair_epochs": 3, "workers": 1, "out": str(quick_dir("gscale") / "gscale.json")}
+
+
+def update_results(part: str, value: Any, path: Path) -> None:
     """Write ``value`` as entry ``part`` ("vector" or "images") of the results JSON, keeping the other."""
-    data: dict[str, Any] = {"vector": None, "images": None}
-    if path.exists():
-        try:
-            data.update(json.loads(path.read_text()))
-        except json.JSONDecodeError:
-            pass
-    data[part] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    update_json(path, [part], value, initial={"vector": None, "images": None}, indent=2)
 
 
 def one_run(cfg: Config, d: int, seed: int) -> dict[str, Any]:
@@ -165,10 +164,11 @@ def plot(runs: list[dict[str, Any]], dims: tuple[int, ...], path: Path) -> None:
 
 
 def run_vector(cfg: Config) -> dict[str, Any]:
-    settings = dataclasses.asdict(cfg)
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("part", "out")}
+    out = Path(cfg.out)
     done: list[dict[str, Any]] = []
-    if cfg.resume and RESULTS.exists():
-        old = (json.loads(RESULTS.read_text()).get("vector") or {})
+    if cfg.resume and out.exists():
+        old = (json.loads(out.read_text()).get("vector") or {})
         keep = {k: v for k, v in settings.items() if k not in ("runs", "dims", "workers", "resume")}
         if {k: old.get("settings", {}).get(k) for k in keep} == keep:
             done = old.get("runs", [])
@@ -186,40 +186,37 @@ def run_vector(cfg: Config) -> dict[str, Any]:
                                  "pair_accuracy": "share of true same-node environment pairs found"},
                  "goal": GOAL, "summary": summarise(runs, cfg.dims), "runs": runs,
                  "wall_seconds": time.perf_counter() - t0}
-        update_results("vector", value)
+        update_results("vector", value, out)
         return value
 
     runs = list(done)
-    with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
-        futures = [pool.submit(one_run, cfg, d, s) for d, s in todo]
-        for f in tqdm(futures, desc="gscale runs"):
-            runs.append(f.result())
-            runs.sort(key=lambda r: (r["d"], r["seed"]))
-            write(runs, complete=False)
+
+    def finished(result: dict[str, Any]) -> None:
+        runs.append(result)
+        runs.sort(key=lambda r: (r["d"], r["seed"]))
+        write(runs, complete=False)
+
+    if cfg.workers <= 1:  # in this process (no worker start-up)
+        for d, s in tqdm(todo, desc="gscale runs", disable=cfg.quick):
+            finished(one_run(cfg, d, s))
+    else:
+        with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
+            futures = [pool.submit(one_run, cfg, d, s) for d, s in todo]
+            for f in tqdm(futures, desc="gscale runs"):
+                finished(f.result())
     value = write(runs, complete=True)
     print_table(value["summary"])
-    plot(runs, tuple(d for d in cfg.dims if any(r["d"] == d for r in runs)), RESULTS.with_name("gscale_vector.png"))
+    plot(runs, tuple(d for d in cfg.dims if any(r["d"] == d for r in runs)), out.with_name("gscale_vector.png"))
+    print(f"wrote the vector entry of {out}")
     return value
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["vector"], default="vector",
-                        help="which part to run (the images part is written by the image pipeline)")
-    for f in dataclasses.fields(Config):
-        doc = f.metadata.get("doc", "")
-        if f.type in ("bool", bool):
-            parser.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", help=doc)
-        elif "tuple" in str(f.type):
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=int, nargs="+", default=list(f.default))
-        else:
-            caster = {"int": int, "str": str, "float": float}[str(f.type)]
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=caster, default=f.default)
-    args = vars(parser.parse_args())
-    args.pop("part")
-    args["dims"] = tuple(args["dims"])
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    cfg = parse_config(Config, argv, description=__doc__, quick=QUICK, outputs=("out",))
+    if cfg.part != "vector":
+        raise SystemExit(f"--part must be vector (the images part is scripts/bench_gscale_images.py), got {cfg.part!r}")
     torch.set_num_threads(1)
-    run_vector(Config(**args))
+    return run_vector(cfg)
 
 
 if __name__ == "__main__":

@@ -18,16 +18,13 @@ graph and decoded latent traversals of the best route.
 
     python scripts/bench_gscale_images.py --preset cpu                 # about 15-20 min on 2 CPU cores
     python scripts/bench_gscale_images.py --preset full --device cuda  # published size, one GPU
-    python scripts/bench_gscale_images.py --preset debug               # seconds, smoke test
+    python scripts/bench_gscale_images.py --preset debug               # a minute, the debug preset
+    python scripts/bench_gscale_images.py --quick   # smoke test in seconds, writes ./bench_out/gscale_images/
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import fcntl
-import json
-import os
 import platform
 import tempfile
 import time
@@ -39,6 +36,7 @@ import numpy as np
 import torch
 
 import causal_wm  # noqa: F401  (registers the environments)
+from causal_wm.benchmarking import RESULTS_DIR, parse_config, quick_dir, update_json
 from causal_wm.crl.images import (
     PRESETS,
     ROUTES,
@@ -75,33 +73,31 @@ class Config:
     """seed of the data and of the learner"""
     graph_seed: int = 0
     """seed of the scene's random DAG and SCM weights"""
-    out: str = "benchmarks/results/gscale.json"
-    """JSON results file (the "images" entry is replaced, the rest kept); PNGs go next to it"""
+    out: str = str(RESULTS_DIR / "gscale.json")
+    """JSON results file (its "images" entry for the preset is replaced, the rest kept); PNGs go next to it"""
     threads: int = 1
     """torch CPU threads"""
     data_seconds: float = -1.0
     """seconds of data collection to record when the data file already existed (-1: as measured now)"""
     note: str = ""
     """free text stored with the results"""
+    quick: bool = False
+    """smoke test in seconds: debug preset, 2 balls, 60 frames per regime, every route; writes under
+    ./bench_out/gscale_images/"""
 
 
-def parse_args() -> Config:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(Config):
-        default = f.default
-        if isinstance(default, tuple):
-            parser.add_argument(f"--{f.name.replace('_', '-')}", nargs="+", default=list(default))
-        else:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default)
-    args = vars(parser.parse_args())
-    cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+QUICK = {"preset": "debug", "num_balls": 2, "per_regime": 60, "test_frames": 200,
+         "out": str(quick_dir("gscale_images") / "gscale.json")}
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    cfg = parse_config(Config, argv, description=__doc__, quick=QUICK, outputs=("out", "data_dir"))
     if cfg.preset not in PRESETS:
-        parser.error(f"--preset must be one of {sorted(PRESETS)}")
+        raise SystemExit(f"--preset must be one of {sorted(PRESETS)}")
     if cfg.source not in ("dataset", "render"):
-        parser.error("--source must be 'dataset' or 'render'")
+        raise SystemExit("--source must be 'dataset' or 'render'")
     if not set(cfg.routes) <= set(ROUTES):
-        parser.error(f"--routes must be among {ROUTES}")
+        raise SystemExit(f"--routes must be among {ROUTES}")
     return cfg
 
 
@@ -138,22 +134,13 @@ def plain_code_mcc(result: ImageCRLResult, frames: np.ndarray, z_true: np.ndarra
 
 
 def write_entry(path: Path, entry: dict, preset: str) -> None:
-    """Read-modify-write of the shared JSON under a lock (another benchmark writes other entries)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the lock file lives outside the results folder so that nothing but results lands there
-    with open(Path(tempfile.gettempdir()) / f"{path.stem}.json.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        data = json.loads(path.read_text()) if path.exists() and path.stat().st_size else {}
-        images = data.get("images") or {}
-        images[preset] = entry
-        data["images"] = images
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
-        os.replace(tmp, path)
+    """Replace the preset's sub-entry of ``"images"`` in the shared JSON (``scripts/bench_gscale.py``
+    writes its ``"vector"`` entry), under a lock."""
+    update_json(path, ["images", preset], entry, initial={"vector": None, "images": None}, indent=2, default=float)
 
 
-def main() -> None:
-    cfg = parse_args()
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_args(argv)
     torch.set_num_threads(cfg.threads)
     per_regime = cfg.per_regime or int(PRESETS[cfg.preset]["max_per_regime"])
     out = Path(cfg.out)
@@ -214,6 +201,7 @@ def main() -> None:
     }
     write_entry(out, entry, cfg.preset)
     print(f"best route: {best}; plain autoencoder code Spearman MCC {baseline['mcc_spearman']:.3f}; wrote {out}")
+    return entry
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Reproduction benchmark for linear mixing: LSCALE-I (and UMNI-CRL through scripts/bench_umni.py).
+"""Reproduction benchmark for linear mixing: LSCALE-I (and UMNI-CRL, the benchmark of scripts/bench_umni.py).
 
 Published LSCALE-I settings (SCIENCE.md section 6): hard and soft single-node interventions,
 (n, d) = (5, 100) and (8, 100), N = 5k, 10k, 50k samples per environment, oracle and Gaussian
@@ -22,15 +22,14 @@ R^2 diag/sep of a binned 1-d probe. Means with standard errors (std / sqrt(runs)
 
 Usage:
     nice python scripts/bench_linear.py                 # everything LSCALE-I, 20 runs per setting
-    python scripts/bench_linear.py --quick              # smoke test in about a minute
-    python scripts/bench_linear.py --only umni          # add UMNI-CRL results (scripts/bench_umni.py)
+    python scripts/bench_linear.py --quick              # smoke test in seconds (LSCALE-I and UMNI-CRL),
+                                                        # writes ./bench_out/linear/linear.json
+    python scripts/bench_linear.py --only umni          # add UMNI-CRL results (causal_wm.benchmarking,
+                                                        # as scripts/bench_umni.py)
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import inspect
 import json
 import time
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from causal_wm.benchmarking import RESULTS_DIR, parse_config, quick_dir, umni_benchmark, umni_table, write_json
 from causal_wm.crl.dag import transitive_reduction
 from causal_wm.crl.lscale import lscale_i
 from causal_wm.crl.metrics import edge_precision_recall, evaluate, incorrect_mixing_norm, shd
@@ -49,8 +49,6 @@ from causal_wm.scm import (
     lscale_problem,
     transitive_closure,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # Official code (acarturk-e/score-based-crl at abb5a09) measured on this machine, SCIENCE.md section 8
 # (100 runs per row, SHD with reversal = 1, hard interventions).
@@ -82,8 +80,22 @@ class Config:
     """score-difference sources"""
     seed: int = 10_000
     """seed of run 0 (run r uses seed + r)"""
-    out: str = "benchmarks/results/linear.json"
-    """output JSON (a PNG is written next to it)"""
+    out: str = str(RESULTS_DIR / "linear.json")
+    """output JSON (a PNG is written next to it); an existing file is resumed (its finished settings kept)"""
+    only: str = "lscale"
+    """which algorithms to run: lscale, umni or all; results of the others in the output file are kept"""
+    fresh: bool = False
+    """ignore an existing output file (no resume)"""
+    umni_ns: tuple[int, ...] = (4, 5, 6, 7, 8)
+    """numbers of latents of the UMNI-CRL runs (--only umni or all; d = 50, hard and soft)"""
+    umni_samples: int = 100_000
+    """samples per environment of the UMNI-CRL runs"""
+    quick: bool = False
+    """smoke test in seconds: 2 runs, N = 5k, LSCALE-I and a small UMNI-CRL; writes under ./bench_out/linear/"""
+
+
+QUICK = {"runs": 2, "samples": (5_000,), "only": "all", "umni_ns": (4,), "umni_samples": 5_000,
+         "out": str(quick_dir("linear") / "linear.json")}
 
 
 def true_permutation(problem: CRLProblem, env_targets: np.ndarray) -> np.ndarray:
@@ -107,7 +119,7 @@ def run_one(problem: CRLProblem, *, hard: bool, scores: str, oracle: list[np.nda
     G = problem.mixing.G
     out = evaluate(z0, res.encode(envs[0]), true_graph=problem.graph, learned_graph=res.graph,
                    encoder=res.encoder, mixing_matrix=G, hard=hard, r2=True)
-    perm_env = true_permutation(problem, res.env_targets)
+    perm_env = true_permutation(problem, res.target_latents)
     out["targets_correct"] = float(np.mean(perm_env == np.asarray(out["permutation"])))
     if not hard:
         # soft: graph up to transitive closure; mixing allowed with parents (and ancestors)
@@ -163,29 +175,16 @@ def run_lscale(cfg: Config, results: dict) -> dict:
     return settings
 
 
-def run_umni(cfg: Config, results: dict, quick: bool) -> None:
-    path = ROOT / "scripts" / "bench_umni.py"
-    if not path.exists():
-        results["umni"] = {"status": "scripts/bench_umni.py not found; UMNI-CRL results not included"}
-        return
-    spec = importlib.util.spec_from_file_location("bench_umni", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    options = {"runs": cfg.runs}
-    if quick:
-        options.update(ns=(4, 5), num_samples=20_000)
-    accepted = inspect.signature(module.run).parameters
-    results["umni"] = module.run(**{k: v for k, v in options.items() if k in accepted})
-    if hasattr(module, "table"):
-        print(module.table(results["umni"]))
+def run_umni(cfg: Config, results: dict) -> None:
+    """UMNI-CRL (``causal_wm.benchmarking.umni_benchmark``, as scripts/bench_umni.py runs it)."""
+    results["umni"] = umni_benchmark(ns=cfg.umni_ns, runs=cfg.runs, num_samples=cfg.umni_samples,
+                                     progress=not cfg.quick)
+    print(umni_table(results["umni"]))
 
 
 def write(cfg: Config, results: dict) -> None:
-    out = ROOT / cfg.out
-    out.parent.mkdir(parents=True, exist_ok=True)
     results["machine"] = machine_info()
-    out.write_text(json.dumps(results, indent=1))
+    write_json(cfg.out, results)
 
 
 def table(results: dict) -> str:
@@ -242,45 +241,33 @@ def plot(cfg: Config, results: dict) -> None:
     axes[1].set_title("LSCALE-I graph recovery (soft: between transitive closures)")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig((ROOT / cfg.out).with_suffix(".png"), dpi=120)
+    fig.savefig(Path(cfg.out).with_suffix(".png"), dpi=120)
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=None, help="seeded runs per setting (default 20; 2 with --quick)")
-    parser.add_argument("--only", choices=["lscale", "umni", "all"], default="lscale",
-                        help="which algorithms to run; results of the others in the output file are kept")
-    parser.add_argument("--quick", action="store_true", help="tiny budget: 2 runs, N = 5k, for smoke tests")
-    parser.add_argument("--seed", type=int, default=Config.seed, help="seed of run 0")
-    parser.add_argument("--out", default=None,
-                        help="output JSON path relative to the repository (default benchmarks/results/linear.json, "
-                             "linear_quick.json with --quick)")
-    parser.add_argument("--fresh", action="store_true", help="ignore an existing output file (no resume)")
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(Config, argv, description=__doc__, quick=QUICK, outputs=("out",))
+    if cfg.only not in ("lscale", "umni", "all"):
+        raise SystemExit(f"--only must be lscale, umni or all, got {cfg.only!r}")
     torch.set_num_threads(1)
-    cfg = Config(seed=args.seed, out=args.out or ("benchmarks/results/linear_quick.json" if args.quick
-                                                  else Config.out))
-    if args.quick:
-        cfg.runs, cfg.samples = 2, (5_000,)
-    if args.runs is not None:
-        cfg.runs = args.runs
-    out = ROOT / cfg.out
+    out = Path(cfg.out)
     results: dict = {}
-    if out.exists() and not args.fresh:
+    if out.exists() and not cfg.fresh:
         results = json.loads(out.read_text())
-    if args.only in ("lscale", "all"):
+    if cfg.only in ("lscale", "all"):
         results["settings"] = {"runs": cfg.runs, "sizes": cfg.sizes, "samples": cfg.samples, "modes": cfg.modes,
-                               "scores": cfg.scores, "seed": cfg.seed, "quick": args.quick,
+                               "scores": cfg.scores, "seed": cfg.seed, "quick": cfg.quick,
                                "soft_interventions": "parent weights x0.5 and noise variance x5",
                                "hard_interventions": "parents cut, noise variance x5",
                                "timing": "lscale_i only (Gaussian score estimation included)"}
         run_lscale(cfg, results)
-    if args.only in ("umni", "all"):
-        run_umni(cfg, results, args.quick)
+    if cfg.only in ("umni", "all"):
+        run_umni(cfg, results)
     write(cfg, results)
     plot(cfg, results)
     print(table(results))
+    print(f"wrote {out}")
+    return results
 
 
 if __name__ == "__main__":

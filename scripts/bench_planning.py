@@ -41,12 +41,12 @@ distribution >= 80 % of the oracle's and at least twice the non-causal model's.
     python scripts/bench_planning.py --scene shadow       # the second scene
     python scripts/bench_planning.py --quick              # debug preset, a few steps: smoke test
 
-Results of every scene go under ``"scenes"`` of ``benchmarks/results/planning.json`` (other scenes kept).
+Results of every scene go under ``"scenes"`` of ``benchmarks/results/planning.json`` (other scenes kept);
+a ``--quick`` run writes ``planning_quick.json`` and its data and models under ``./bench_out/planning/``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json
@@ -61,13 +61,13 @@ import torch
 import causal_wm
 from causal_wm.agents import OneStepPlanner, OracleSCMModel, goal_reward
 from causal_wm.agents.evaluation import ModelPolicy, OraclePolicy, RandomPolicy, latent_goal_reward, run_policy
+from causal_wm.benchmarking import CACHE_DIR, RESULTS_DIR, parse_config, quick_dir
 from causal_wm.device import machine_info
 from causal_wm.scm import Intervention
 from causal_wm.world_model import CausalWorldModel, LinearRepresentation, encode_dataset
 from causal_wm.world_model.baseline import ActionConditionedModel
 from causal_wm.world_model.scoring import intervention_errors
 
-ROOT = Path(__file__).resolve().parents[1]
 PLANNERS = ("oracle", "causal", "noncausal", "random", "causal_true_latents", "noncausal_true_latents")
 COLORS = ["#555555", "#1f77b4", "#ff7f0e", "#bbbbbb", "#9ecae1", "#fdd0a2"]
 
@@ -76,9 +76,9 @@ COLORS = ["#555555", "#1f77b4", "#ff7f0e", "#bbbbbb", "#9ecae1", "#fdd0a2"]
 class Config:
     """Settings of the benchmark (every field is a command-line flag)."""
 
-    out: str = str(ROOT / "benchmarks" / "results")
-    """folder of planning.json and the PNGs"""
-    cache: str = str(ROOT / "benchmarks" / "cache")
+    out: str = str(RESULTS_DIR)
+    """folder of planning.json (planning_quick.json for --quick) and the PNGs"""
+    cache: str = str(CACHE_DIR)
     """folder of the collection and the fitted models (reused by later runs)"""
     data: str = ""
     """an existing collection (HDF5) to use instead of collecting one"""
@@ -112,7 +112,11 @@ class Config:
     device: str = "auto"
     """torch device of the learners"""
     quick: bool = False
-    """debug preset, small data, few steps (smoke test; numbers mean nothing)"""
+    """debug preset, small data, few steps (smoke test; numbers mean nothing); writes under ./bench_out/planning/"""
+
+
+QUICK = {"preset": "debug", "per_regime": 200, "seeds": 2, "steps": 20, "num_samples": 32, "eval_samples": 100,
+         "out": str(quick_dir("planning")), "cache": str(quick_dir("planning") / "cache")}
 
 
 SCENES = {"balls": "causal_wm/Balls-v0", "shadow": "causal_wm/Shadow-v0"}
@@ -334,19 +338,8 @@ def figures(cfg: Config, out: Path, results: dict, world_model: CausalWorldModel
     return paths
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(Config):
-        default = f.default
-        if isinstance(default, bool):
-            parser.add_argument(f"--{f.name.replace('_', '-')}", action="store_true")
-        else:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default)
-    cfg = Config(**vars(parser.parse_args()))
-    if cfg.quick:
-        cfg = dataclasses.replace(cfg, preset="debug", per_regime=min(cfg.per_regime, 200), seeds=2, steps=20,
-                                  num_samples=32, eval_samples=100)
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(Config, argv, description=__doc__, quick=QUICK, outputs=("out", "cache"))
     torch.set_num_threads(1)
     out, cache = Path(cfg.out), Path(cfg.cache)
     out.mkdir(parents=True, exist_ok=True)
@@ -397,6 +390,7 @@ def main() -> None:
     path.write_text(json.dumps({"benchmark": "planning", "scenes": scenes}, indent=1, default=float))
     print(json.dumps(goals, indent=1))
     print(f"wrote {path}")
+    return payload
 
 
 if __name__ == "__main__":

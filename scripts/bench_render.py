@@ -16,13 +16,11 @@ average is recorded too). Writes ``benchmarks/results/render.json`` and ``benchm
 (OpenCV vs matplotlib frames of the same latents, and shadow frames) and prints a table.
 
     python scripts/bench_render.py            # full run
-    python scripts/bench_render.py --quick    # smoke test
+    python scripts/bench_render.py --quick    # smoke test in seconds, writes ./bench_out/render/
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import time
@@ -38,10 +36,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 from tqdm import tqdm
 
+from causal_wm.benchmarking import RESULTS_DIR, parse_config, quick_dir, write_json
 from causal_wm.device import machine_info
 from causal_wm.envs import BallsRenderer
-
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 @dataclass
@@ -60,8 +57,14 @@ class Config:
     """timed runs per measurement (the median is reported)."""
     seed: int = 0
     """seed of the actions and latents."""
-    output: str = str(RESULTS / "render.json")
-    """where the JSON goes."""
+    output: str = str(RESULTS_DIR / "render.json")
+    """where the JSON goes (render_samples.png is written next to it)."""
+    quick: bool = False
+    """smoke test in seconds: a few hundred steps and frames, one repeat; writes under ./bench_out/render/."""
+
+
+QUICK = {"env_steps": 500, "shadow_steps": 200, "frames": 500, "mpl_frames": 20, "repeats": 1,
+         "output": str(quick_dir("render") / "render.json")}
 
 
 def _median_rate(fn, count: int, repeats: int, label: str) -> tuple[float, list[float], float]:
@@ -131,16 +134,8 @@ def library_versions() -> dict:
     return info
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for name, value in asdict(Config()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
-    args = parser.parse_args()
-    cfg = Config(**{k: getattr(args, k) for k in asdict(Config())})
-    if args.quick:
-        cfg = Config(env_steps=500, shadow_steps=200, frames=500, mpl_frames=20, repeats=1, seed=cfg.seed,
-                     output=cfg.output)
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(Config, argv, description=__doc__, quick=QUICK, outputs=("output",))
     torch.set_num_threads(1)
     info = machine_info(**library_versions())
     load_before = os.getloadavg()
@@ -190,9 +185,7 @@ def main() -> None:
                                   "ball_radius": renderer.ball_radius, "keep_in_view": renderer.keep_in_view},
                         "shadow": {"image_size": shadow.renderer.image_size}},
               "results": results}
-    out = Path(cfg.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out = write_json(cfg.output, report, indent=2)
 
     k = 8
     grid = np.concatenate([np.concatenate(list(renderer(z[:k])), axis=1),
@@ -212,6 +205,7 @@ def main() -> None:
         print(f"{label:36s} {unit:>9s} {rate:12,.1f} {cpu_rate:12,.1f}")
     print(f"load average before/after: {load_before[0]:.2f} / {info['loadavg_after'][0]:.2f} "
           f"on {info['cpu_count']} CPUs; wrote {out}")
+    return report
 
 
 if __name__ == "__main__":

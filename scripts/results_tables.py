@@ -3,24 +3,46 @@ numbers (the README's "Results" section is this script's output).
 
     python scripts/results_tables.py            # print
     python scripts/results_tables.py --readme   # rewrite the block between the markers in README.md
+    python scripts/results_tables.py --out T    # also write T/tables.md and T/tables.json
+    python scripts/results_tables.py --quick    # the whole path, README.md untouched: tables and the
+                                                # rewritten README go to ./bench_out/results_tables/
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from causal_wm.benchmarking import REPO_ROOT, RESULTS_DIR, parse_config, quick_dir, write_json
+
+README = REPO_ROOT / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 # SCIENCE.md section 8: the official code on this machine (LSCALE-I, gaussian scores, SHD reversal = 1)
 OFFICIAL_LSCALE = {(5, 50_000): (0.993, 0.87), (8, 50_000): (0.984, 3.81), (8, 10_000): (0.945, 10.8)}
 
 
-def _load(name: str) -> dict | None:
-    path = RESULTS / f"{name}.json"
+@dataclass
+class Config:
+    """Settings of the tables."""
+
+    results: str = str(RESULTS_DIR)
+    """folder of the benchmark results (*.json) the tables are made of"""
+    readme: bool = False
+    """rewrite the results block of README.md (with --quick: write the rewritten README into --out instead)"""
+    out: str = ""
+    """folder to write tables.md and tables.json to (empty: print the tables only)"""
+    quick: bool = False
+    """smoke test: the tables and the rewritten README go to ./bench_out/results_tables/, README.md is untouched"""
+
+
+QUICK = {"readme": True, "out": str(quick_dir("results_tables"))}
+
+
+def _load_from(name: str, folder: Path) -> dict | None:
+    path = Path(folder) / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -29,7 +51,12 @@ def _ms(stat: dict, digits: int = 3) -> str:
     return f"{stat['mean']:.{digits}f}" if not spread else f"{stat['mean']:.{digits}f} ± {spread:.{digits}f}"
 
 
-def render() -> str:
+def render(folder: str | Path = RESULTS_DIR) -> str:
+    """The markdown tables of the results in ``folder``."""
+
+    def _load(name: str) -> dict | None:
+        return _load_from(name, Path(folder))
+
     out: list[str] = []
     data = _load("render")
     if data:
@@ -168,21 +195,40 @@ def render() -> str:
     return "\n".join(out)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readme", action="store_true", help="rewrite the results block of README.md")
-    args = parser.parse_args()
-    tables = render()
-    if not args.readme:
-        print(tables)
-        return
-    readme = ROOT / "README.md"
-    text = readme.read_text()
+def rewrite_readme(text: str, tables: str) -> str:
+    """``text`` (the README) with the block between the markers replaced by ``tables``."""
     if BEGIN not in text or END not in text:
         raise SystemExit(f"README.md has no {BEGIN} ... {END} block")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{BEGIN}\n{tables}\n{END}{tail}")
+    return f"{head}{BEGIN}\n{tables}\n{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(Config, argv, description=__doc__, quick=QUICK, outputs=("out",))
+    tables = render(cfg.results)
+    report = {"config": dataclasses.asdict(cfg), "results": cfg.results,
+              "sources": sorted(p.name for p in Path(cfg.results).glob("*.json")),
+              "sections": [line[4:] for line in tables.splitlines() if line.startswith("### ")],
+              "tables": tables}
+    out = Path(cfg.out) if cfg.out else None
+    if cfg.readme:
+        text = rewrite_readme(README.read_text(), tables)
+        target = out / "README.md" if cfg.quick and out is not None else README
+        if cfg.quick and out is None:
+            raise SystemExit("--quick --readme needs --out (README.md is not rewritten by a quick run)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        report["readme"] = str(target)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "tables.md").write_text(tables + "\n")
+        write_json(out / "tables.json", report)
+        print(f"wrote {out / 'tables.md'} and {out / 'tables.json'}" +
+              (f"; README: {report['readme']}" if "readme" in report else ""))
+    elif not cfg.readme:
+        print(tables)
+    return report
 
 
 if __name__ == "__main__":

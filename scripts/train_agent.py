@@ -4,35 +4,40 @@
 
     python scripts/train_agent.py --obs-type true --total-timesteps 50000
     python scripts/train_agent.py --obs-type causal --model-path model.pt --algo a2c
+    python scripts/train_agent.py --quick        # 256 steps on the true latents, ./bench_out/train_agent/
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 
-from causal_wm.agents.training import (  # noqa: F401  (re-exported for scripts/bench_agents.py)
-    PlainAutoencoder,
-    TrainConfig,
-    add_config_arguments,
-    algo_settings,
-    check_config,
-    field_docs,
-    train,
-)
+from causal_wm.agents.training import TrainConfig, check_config, train
+from causal_wm.benchmarking import parse_config, quick_dir
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, TrainConfig)
-    return check_config(TrainConfig(**vars(parser.parse_args(argv))))
+@dataclass
+class TrainAgentConfig(TrainConfig):
+    """The settings of one training run (``TrainConfig``) and the script's smoke test."""
+
+    quick: bool = False
+    """smoke test in seconds: 256 env steps with 2 envs; writes under ./bench_out/train_agent/"""
 
 
-def main(argv: list[str] | None = None) -> None:
+QUICK = {"total_timesteps": 256, "n_envs": 2, "out": str(quick_dir("train_agent"))}
+
+
+def parse_args(argv: list[str] | None = None) -> TrainAgentConfig:
+    return check_config(parse_config(TrainAgentConfig, argv, description=__doc__, quick=QUICK, outputs=("out",)))
+
+
+def main(argv: list[str] | None = None) -> dict:
     result = train(parse_args(argv))
-    print(f"{result['run_dir']}: {result['episodes']} episodes, final return {result['final_return']:.2f}, "
-          f"{result['steps_per_s']:.0f} steps/s", file=sys.stderr)
+    final = result["final_return"]
+    print(f"{result['run_dir']}: {result['episodes']} episodes, final return "
+          f"{'n/a' if final is None else f'{final:.2f}'}, {result['steps_per_s']:.0f} steps/s; "
+          f"wrote {result['run_dir']}/curve.json", file=sys.stderr)
+    return result
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import bench_agents  # noqa: E402
 import train_agent  # noqa: E402
 
+from causal_wm.agents import training  # noqa: E402
+from causal_wm.config import field_docs  # noqa: E402
+
 torch.set_num_threads(1)
 
 
@@ -44,7 +47,7 @@ def test_bench_agents_quick(tmp_path):
     assert {k: v["wall_s"] for k, v in json.loads(out.read_text())["runs"].items()} == before
 
     # the script's own causal model also serves as a fine-tuned features extractor
-    result = train_agent.train(train_agent.TrainConfig(
+    result = training.train(training.TrainConfig(
         obs_type="causal", encoder_mode="extractor", fine_tune=True, model_path=report["encoders"]["causal"]["path"],
         total_timesteps=256, n_envs=2, out=str(tmp_path / "extractor"), device="cpu", save_agent=False))
     assert Path(result["run_dir"]).name == "Balls-v0__causal-finetuned__ppo__0"
@@ -55,16 +58,16 @@ def test_train_agent_help_lists_every_field_with_its_docstring(capsys):
     with pytest.raises(SystemExit):
         train_agent.parse_args(["--help"])
     text = capsys.readouterr().out
-    for name, doc in train_agent.field_docs(train_agent.TrainConfig).items():
+    for name, doc in field_docs(training.TrainConfig).items():
         assert f"--{name.replace('_', '-')}" in text
         assert doc.split()[0] in text
 
 
 @pytest.mark.parametrize("algo", ["a2c", "dqn"])
 def test_train_true_latents_writes_the_curve_and_the_agent(tmp_path, algo):
-    config = train_agent.TrainConfig(obs_type="true", algo=algo, total_timesteps=400, n_envs=2, out=str(tmp_path),
+    config = training.TrainConfig(obs_type="true", algo=algo, total_timesteps=400, n_envs=2, out=str(tmp_path),
                                      device="cpu")
-    result = train_agent.train(config)
+    result = training.train(config)
     run_dir = Path(result["run_dir"])
     assert run_dir.name == f"Balls-v0__true__{algo}__0"
     assert result["timesteps"] >= 400 and result["episodes"] == len(result["steps"]) == len(result["returns"]) > 0
@@ -81,22 +84,22 @@ def test_plain_autoencoder_round_trips_and_has_standardised_codes(tmp_path):
     env = gym.make("causal_wm/Balls-v0", num_balls=2, image_size=32, ball_radius=2.5)
     scene = env.unwrapped
     frames = scene.renderer(scene.scm.sample(256, None, seed=0))
-    ae = train_agent.PlainAutoencoder.fit(frames, 4, image_size=16, epochs=1, channels=8, hidden=32, seed=0,
+    ae = training.PlainAutoencoder.fit(frames, 4, image_size=16, epochs=1, channels=8, hidden=32, seed=0,
                                           device="cpu", progress=False)
     codes = ae.encode(frames)
     assert codes.shape == (256, 4)
     np.testing.assert_allclose(codes.mean(0), 0.0, atol=1e-4)
     np.testing.assert_allclose(codes.std(0, ddof=1), 1.0, atol=1e-3)
-    loaded = train_agent.PlainAutoencoder.load(ae.save(tmp_path / "ae.pt"))
+    loaded = training.PlainAutoencoder.load(ae.save(tmp_path / "ae.pt"))
     np.testing.assert_allclose(loaded.encode(frames), codes, atol=1e-6)
     with pytest.raises(ValueError, match="not a plain autoencoder"):
-        train_agent.PlainAutoencoder.load(torch.save({"format": "x"}, tmp_path / "x.pt") or tmp_path / "x.pt")
+        training.PlainAutoencoder.load(torch.save({"format": "x"}, tmp_path / "x.pt") or tmp_path / "x.pt")
 
 
 def test_bad_configs_are_rejected():
     with pytest.raises(ValueError, match="obs_type"):
-        train_agent.check_config(train_agent.TrainConfig(obs_type="rgb"))
+        train_agent.check_config(training.TrainConfig(obs_type="rgb"))
     with pytest.raises(ValueError, match="needs model_path"):
-        train_agent.check_config(train_agent.TrainConfig(obs_type="causal"))
+        train_agent.check_config(training.TrainConfig(obs_type="causal"))
     with pytest.raises(ValueError, match="fine_tune"):
-        train_agent.check_config(train_agent.TrainConfig(obs_type="causal", model_path="m.pt", fine_tune=True))
+        train_agent.check_config(training.TrainConfig(obs_type="causal", model_path="m.pt", fine_tune=True))

@@ -1,4 +1,4 @@
-"""GSCALE-I: score-based causal representation learning for general mixing (SCIENCE.md section 4;
+"""GSCALE-I: score-based causal representation learning for general mixing (docs/science.md section 4;
 Varıcı et al., AISTATS 2024, arXiv 2310.15450, and JMLR 2025, arXiv 2402.00849).
 
 Setting: ``x = g(z)`` with ``g`` injective and smooth, ``envs[0]`` observational and ``envs[1:]`` two
@@ -17,7 +17,7 @@ The route (all score differences are estimated from samples, never given):
    gradients on the cluster's tangent plane and scores each candidate pair by how much of the gradient
    energy falls on one direction. The pairing is the perfect matching with the largest total
    concentration (exact dynamic program over subsets).
-2. Encoder (structured classifier, SCIENCE.md section 2.3). A shared encoder ``z_hat = h(x)`` and, for
+2. Encoder (structured classifier, docs/science.md section 2.3). A shared encoder ``z_hat = h(x)`` and, for
    the pair on learned coordinate ``k``, a head that reads ``z_hat_k`` only:
    ``r_k = c0 + c1 z_hat_k + c2 z_hat_k^2``, trained as a balanced logistic classifier between the
    pair's two environments, plus a decoder ``x = f(z_hat)`` (reconstruction keeps ``h`` invertible).
@@ -58,7 +58,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -67,10 +67,15 @@ from scipy.stats import norm
 from torch import nn
 from tqdm.auto import tqdm
 
-from causal_wm.crl._torch import generator, save_atomic, smooth_mlp, to_jsonable, train_early_stopping
+from causal_wm._random import derive_seed
+from causal_wm._torch import generator, save_atomic, smooth_mlp, to_jsonable
+from causal_wm.config import resolve_config
 from causal_wm.crl.dag import closest_dag, gap_threshold, transitive_reduction
+from causal_wm.crl.pairing import PairSearch, find_pairs, min_cost_pairing, pair_concentration
+from causal_wm.crl.representation import regime_labels
 from causal_wm.crl.scores import score_differences, validate_envs
 from causal_wm.device import resolve_device
+from causal_wm.persistence import Persistent, check_state, state_errors
 from causal_wm.scm.graphs import transitive_closure
 
 __all__ = [
@@ -172,14 +177,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def make_config(preset: str = "cpu", **overrides: Any) -> GScaleConfig:
-    """``GScaleConfig`` of a named preset with keyword overrides (unknown keys raise ``ValueError``)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    known = {f.name for f in dataclasses.fields(GScaleConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown gscale_i option(s) {unknown}; known: {sorted(known)}")
-    return GScaleConfig(**{**PRESETS[preset], **overrides})
+    """The configuration of ``preset`` with ``overrides`` applied (unknown keys raise ``ValueError``)."""
+    return resolve_config(GScaleConfig, PRESETS, preset, overrides)
 
 
 # --- input map ----------------------------------------------------------------------------------
@@ -325,13 +324,15 @@ class _Decoder(nn.Module):
 
 # --- result -------------------------------------------------------------------------------------
 @dataclass
-class GScaleResult:
-    """Output of ``gscale_i``.
+class GScaleResult(Persistent):
+    """Output of ``gscale_i`` (a ``causal_wm.crl.Representation``).
 
     Attributes:
-        model: the trained ``GScaleModel`` (on CPU, eval mode).
+        model: the trained ``GScaleModel`` (eval mode; on the CPU unless moved with ``to``).
         graph: ``(n, n)`` DAG over learned latents, ``A[i, j] = 1`` iff learned ``i -> j``.
-        env_targets: ``(2n,)``; ``env_targets[m - 1]`` is the learned latent that ``envs[m]`` hit.
+        env_targets: regime -> learned latents it intervenes on, ``{regimes[m - 1]: (target_latents[m - 1],)}``
+            (regime ``m`` is ``envs[m]`` unless ``gscale_i`` was given ``regimes``).
+        target_latents: ``(2n,)``; ``target_latents[m - 1]`` is the learned latent that ``envs[m]`` hit.
         pairs: ``n`` pairs ``(a, b)`` of environment indices (``a < b``) hitting the same node; pair ``k``
             is learned latent ``k``.
         pairs_given: whether the pairs were given (else found by ``find_pairs``).
@@ -342,11 +343,15 @@ class GScaleResult:
 
     model: GScaleModel
     graph: np.ndarray
-    env_targets: np.ndarray
+    env_targets: dict[int, tuple[int, ...]]
+    target_latents: np.ndarray
     pairs: list[tuple[int, int]]
     pairs_given: bool
     history: list[dict[str, list[float]]] = field(default_factory=list)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    FORMAT: ClassVar[str] = "causal_wm.crl.gscale"
+    FORMAT_VERSION: ClassVar[int] = 1
 
     @property
     def n(self) -> int:
@@ -357,62 +362,81 @@ class GScaleResult:
         return int(self.model.input_map.x_knots.shape[0])
 
     @property
-    def encoder(self) -> nn.Module:
+    def device(self) -> torch.device:
+        return self.model.center.device
+
+    def encoder_module(self) -> nn.Module:
         """Torch module ``(N, d) -> (N, n)`` (float32 or float64 input)."""
         return _Encoder(self.model)
 
-    @property
-    def decoder(self) -> nn.Module:
+    def decoder_module(self) -> nn.Module:
         """Torch module ``(N, n) -> (N, d)``."""
         return _Decoder(self.model)
+
+    def to(self, device: Any) -> GScaleResult:
+        self.model.to(resolve_device(device))
+        return self
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """Learned latents ``(N, n)`` of observations ``x`` ``(N, d)`` (numpy in, numpy out)."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.d:
             raise ValueError(f"observations must have shape (N, {self.d}), got {x.shape}")
+        if not len(x):
+            return np.zeros((0, self.n))
         with torch.no_grad():
-            return torch.cat([self.model.encode(c) for c in torch.split(torch.as_tensor(x), 65536)]
-                             ).double().numpy() if len(x) else np.zeros((0, self.n))
+            return torch.cat([self.model.encode(c.to(self.device)).cpu()
+                              for c in torch.split(torch.as_tensor(x), 65536)]).double().numpy()
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """Observations ``(N, d)`` from learned latents ``z`` ``(N, n)``."""
         z = np.asarray(z, dtype=np.float64)
         if z.ndim != 2 or z.shape[1] != self.n:
             raise ValueError(f"latents must have shape (N, {self.n}), got {z.shape}")
+        if not len(z):
+            return np.zeros((0, self.d))
         with torch.no_grad():
-            return torch.cat([self.model.decode(c.float()) for c in torch.split(torch.as_tensor(z), 65536)]
-                             ).double().numpy() if len(z) else np.zeros((0, self.d))
+            return torch.cat([self.model.decode(c.float().to(self.device)).cpu()
+                              for c in torch.split(torch.as_tensor(z), 65536)]).double().numpy()
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Save everything (``torch.load(path, weights_only=True)``-safe: tensors, numbers, strings)."""
-        save_atomic({
-            "state": self.model.state_dict(),
+    def state(self) -> dict[str, Any]:
+        """Everything ``from_state`` needs (``weights_only``-safe: tensors, numbers, strings, lists)."""
+        return {
+            "format": self.FORMAT, "version": self.FORMAT_VERSION,
+            "state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "n": self.n, "d": self.d,
             "hidden": self.diagnostics["config"]["hidden"], "depth": self.diagnostics["config"]["depth"],
             "input_transform": self.model.input_map.kind,
             "knots": int(self.model.input_map.x_knots.shape[1]),
-            "graph": torch.as_tensor(self.graph), "env_targets": torch.as_tensor(self.env_targets),
+            "graph": torch.as_tensor(self.graph),
+            "env_targets": [[int(r), list(t)] for r, t in sorted(self.env_targets.items())],
+            "target_latents": torch.as_tensor(self.target_latents),
             "pairs": [list(p) for p in self.pairs], "pairs_given": self.pairs_given,
             "history": self.history, "diagnostics": json.dumps(to_jsonable(self.diagnostics)),
-        }, path)
+        }
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> GScaleResult:
-        """Inverse of ``save``."""
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        d, n, knots = blob["d"], blob["n"], blob["knots"]
-        # any fit of the right shapes will do: load_state_dict overwrites its buffers with the saved ones
-        input_map = InputMap(np.linspace(-1, 1, 4 * d).reshape(-1, d) if blob["input_transform"] == "standard"
-                             else np.random.default_rng(0).standard_normal((max(knots, 8), d)),
-                             blob["input_transform"], knots)
-        model = GScaleModel(input_map, n, blob["hidden"], blob["depth"], seed=0)
-        model.load_state_dict(blob["state"])
-        model.eval()
-        return cls(model, blob["graph"].numpy(), blob["env_targets"].numpy(),
-                   [tuple(p) for p in blob["pairs"]], bool(blob["pairs_given"]), blob["history"],
-                   json.loads(blob["diagnostics"]))
+    def from_state(cls, state: Any, device: Any = "cpu", source: str = "state") -> GScaleResult:
+        """Inverse of ``state``."""
+        check_state(state, format=cls.FORMAT, version=cls.FORMAT_VERSION, source=source)
+        with state_errors(source, "GSCALE-I model"):
+            d, n, knots = int(state["d"]), int(state["n"]), int(state["knots"])
+            # any fit of the right shapes will do: load_state_dict overwrites its buffers with the saved ones
+            input_map = InputMap(np.linspace(-1, 1, 4 * d).reshape(-1, d) if state["input_transform"] == "standard"
+                                 else np.random.default_rng(0).standard_normal((max(knots, 8), d)),
+                                 state["input_transform"], knots)
+            model = GScaleModel(input_map, n, state["hidden"], state["depth"], seed=0)
+            model.load_state_dict(state["state"])
+            model.eval()
+            result = cls(model, state["graph"].numpy(), {int(r): tuple(t) for r, t in state["env_targets"]},
+                         state["target_latents"].numpy(), [tuple(p) for p in state["pairs"]],
+                         bool(state["pairs_given"]), state["history"], json.loads(state["diagnostics"]))
+        return result.to(device)
 
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: Any = "cpu") -> GScaleResult:
+        """Read a file written by ``save`` (on the CPU by default)."""
+        return super().load(path, device)
 
 
 # --- input checks -------------------------------------------------------------------------------
@@ -446,179 +470,6 @@ def _validate(envs: Sequence[np.ndarray], n: int | None, pairs: Sequence[Sequenc
                              f"pairs, got {list(pairs)!r}")
         pairs = checked
     return envs, n, pairs
-
-
-# --- pairing ------------------------------------------------------------------------------------
-def min_cost_pairing(cost: np.ndarray) -> tuple[list[tuple[int, int]], float]:
-    """Minimum-cost perfect matching of ``2k`` items with symmetric pair costs ``(2k, 2k)``, exact by
-    dynamic programming over subsets (``O(2^{2k} 2k)``; ``2k <= 24``). Returns pairs of item indices
-    (sorted) and the total cost."""
-    cost = np.asarray(cost, dtype=np.float64)
-    M = cost.shape[0]
-    if cost.shape != (M, M) or M % 2 or M == 0:
-        raise ValueError(f"cost must be a square matrix of even size, got shape {cost.shape}")
-    if M > 24:
-        raise ValueError(f"exact pairing handles at most 24 items, got {M}")
-    full = (1 << M) - 1
-    best = np.full(1 << M, np.inf)
-    choice = np.full(1 << M, -1, dtype=np.int64)
-    best[full] = 0.0
-    # best[S] = cheapest way to pair the items outside S; the lowest unpaired item is always paired next
-    for S in range(full - 1, -1, -1):
-        if bin(S).count("1") % 2:
-            continue
-        i = (~S & (S + 1)).bit_length() - 1
-        for j in range(i + 1, M):
-            if not S >> j & 1:
-                T = S | (1 << i) | (1 << j)
-                c = cost[i, j] + best[T]
-                if c < best[S]:
-                    best[S], choice[S] = c, j
-    pairs, S = [], 0
-    while S != full:
-        i = (~S & (S + 1)).bit_length() - 1
-        j = int(choice[S])
-        pairs.append((i, j))
-        S |= (1 << i) | (1 << j)
-    return pairs, float(best[0])
-
-
-@dataclass
-class PairSearch:
-    """Result of ``find_pairs``.
-
-    Attributes:
-        pairs: ``n`` pairs ``(a, b)`` of environment indices (1-based, ``a < b``).
-        concentration: ``(2n, 2n)``; ``[a - 1, b - 1]`` = share of the tangent gradient energy of
-            ``log p^a / p^b`` on its top local direction (1 for a log ratio of one latent).
-        margin: smallest gap between the concentration of a chosen pair and the best alternative
-            partner of either of its environments (a confidence diagnostic; positive is clear-cut).
-        classifier_accuracy: held-out accuracy of the multinomial classifier.
-    """
-
-    pairs: list[tuple[int, int]]
-    concentration: np.ndarray
-    margin: float
-    classifier_accuracy: float
-
-
-def _kmeans(x: np.ndarray, k: int, seed: int, iters: int = 25) -> np.ndarray:
-    """Labels ``(N,)`` of a plain k-means with k-means++ seeding."""
-    rng = np.random.default_rng(seed)
-    centers = [x[rng.integers(len(x))]]
-    for _ in range(1, k):
-        dist = np.min(((x[:, None, :] - np.asarray(centers)[None]) ** 2).sum(-1), axis=1)
-        centers.append(x[rng.choice(len(x), p=dist / dist.sum())] if dist.sum() > 0 else x[rng.integers(len(x))])
-    C = np.asarray(centers)
-    labels = np.zeros(len(x), dtype=np.int64)
-    for _ in range(iters):
-        labels = np.argmin(((x[:, None, :] - C[None]) ** 2).sum(-1), axis=1)
-        for j in range(k):
-            if np.any(labels == j):
-                C[j] = x[labels == j].mean(axis=0)
-    return labels
-
-
-def pair_concentration(points: np.ndarray, gradients: np.ndarray, n: int, *, clusters: int = 16,
-                       seed: int = 0) -> np.ndarray:
-    """Concentration of pairwise log-ratio gradients on one local direction.
-
-    Args:
-        points: ``(P, d)`` evaluation points.
-        gradients: ``(P, M, d)``; ``gradients[p, m]`` = gradient of ``log p^m`` (up to a term shared by
-            all ``m``) at ``points[p]``.
-        n: latent dimension (size of the local tangent plane).
-
-    Returns ``(M, M)``: for ``a != b`` the share ``sum_c lambda_1^c / sum_c tr^c`` of the second-moment
-    matrices of ``grad log p^a / p^b`` projected on the tangent plane of each local cluster ``c``.
-    """
-    P, M, d = gradients.shape
-    labels = _kmeans(points, min(clusters, max(1, P // (4 * n))), seed)
-    top = np.zeros((M, M))
-    total = np.zeros((M, M))
-    for c in np.unique(labels):
-        idx = labels == c
-        if idx.sum() < 2:
-            continue
-        local = points[idx] - points[idx].mean(axis=0)
-        # tangent plane of the data manifold in this cluster: its top-n principal directions (the
-        # classifier's gradient off the manifold is arbitrary)
-        _, _, Vt = np.linalg.svd(local, full_matrices=False)
-        T = Vt[:n].T if d > n else np.eye(d)
-        g = gradients[idx] @ T  # (P_c, M, n)
-        diff = g[:, :, None, :] - g[:, None, :, :]  # (P_c, M, M, n)
-        # directions only: a few points with huge gradients (saturated read-outs) must not decide
-        diff = diff / np.maximum(np.linalg.norm(diff, axis=-1, keepdims=True), 1e-300)
-        second = np.einsum("pabi,pabj->abij", diff, diff)
-        eig = np.linalg.eigvalsh(second)
-        top += eig[..., -1]
-        total += eig.sum(axis=-1)
-    conc = np.where(total > 0, top / np.where(total > 0, total, 1.0), 0.0)
-    np.fill_diagonal(conc, 0.0)
-    return conc
-
-
-def find_pairs(envs: Sequence[np.ndarray], *, n: int | None = None, config: GScaleConfig | None = None,
-               seed: int = 0, device: str = "auto", input_map: InputMap | None = None) -> PairSearch:
-    """Find which interventional environments hit the same latent node (see the module docstring).
-
-    Args:
-        envs: ``envs[0]`` observational ``(N_0, d)``, ``envs[1:]`` the ``2 n`` interventional ones.
-        n: number of latents (default ``(len(envs) - 1) // 2``).
-        config: ``pair_*`` settings (default: the ``cpu`` preset).
-        seed, device: randomness and torch device (``"auto"``: CUDA when available).
-        input_map: the per-coordinate map of the observations (default: fitted on the pooled data).
-    """
-    envs, n, _ = _validate(envs, n, None)
-    cfg = config or make_config("cpu")
-    dev = resolve_device(device)
-    M, d = 2 * n, envs[0].shape[1]
-    imap = (input_map or InputMap(np.concatenate(envs), cfg.input_transform)).to(dev)
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for x in envs[1:]:
-        u = imap(torch.as_tensor(x, device=dev)).float()
-        perm = torch.as_tensor(rng.permutation(len(x)), device=dev)
-        k = max(2, round(cfg.val_fraction * len(x)))
-        val.append(u[perm[:k]])
-        train.append(u[perm[k:]])
-    net = smooth_mlp(d, M, cfg.pair_hidden, cfg.pair_depth, seed=seed).to(dev)
-    gen = generator(seed + 1, dev)
-    B = cfg.batch_size
-    labels = torch.arange(M, device=dev).repeat_interleave(B)
-
-    def step() -> torch.Tensor:
-        batch = torch.cat([t[torch.randint(len(t), (B,), generator=gen, device=dev)] for t in train])
-        loss = F.cross_entropy(net(batch), labels)
-        if not torch.isfinite(loss):
-            raise TrainingDivergedError("the pairing classifier's loss became non-finite; lower lr")
-        return loss
-
-    def val_loss() -> float:
-        with torch.no_grad():
-            # per-environment means: balanced classes, so the logits estimate log density ratios
-            return float(sum(F.cross_entropy(net(v), torch.full((len(v),), m, device=dev)) for m, v in
-                             enumerate(val)) / M)
-
-    train_early_stopping(net, step, val_loss, epochs=cfg.pair_epochs,
-                         steps_per_epoch=max(1, max(len(t) for t in train) // B), lr=cfg.lr, patience=5)
-    net.requires_grad_(False)
-    with torch.no_grad():
-        acc = float(np.mean([(net(v).argmax(1) == m).float().mean().item() for m, v in enumerate(val)]))
-    # evaluation points: an equal share of every interventional environment's held-out samples
-    per = max(1, cfg.pair_points // M)
-    points = torch.cat([v[:per] for v in val])
-    jac = torch.cat([torch.func.vmap(torch.func.jacrev(net))(c) for c in torch.split(points, 2048)])
-    conc = pair_concentration(points.double().cpu().numpy(), jac.double().cpu().numpy(), n,
-                              clusters=cfg.pair_clusters, seed=seed)
-    cost = 1.0 - conc
-    pair_idx, _ = min_cost_pairing(cost)
-    pairs = sorted((a + 1, b + 1) for a, b in pair_idx)
-    margin = np.inf
-    for a, b in pair_idx:
-        others = [conc[a, j] for j in range(M) if j not in (a, b)] + [conc[b, j] for j in range(M) if j not in (a, b)]
-        margin = min(margin, conc[a, b] - max(others))
-    return PairSearch(pairs, conc, float(margin), acc)
 
 
 def pair_precision_init(mapped: Sequence[np.ndarray], pairs: Sequence[tuple[int, int]], n: int
@@ -843,7 +694,7 @@ def latent_graph(latent_envs: Sequence[np.ndarray], pairs: Sequence[tuple[int, i
 def gscale_i(envs: Sequence[np.ndarray], *, pairs: Sequence[Sequence[int]] | None = None, seed: int = 0,
              device: str = "auto", n: int | None = None, preset: str = "cpu",
              checkpoint_dir: str | os.PathLike | None = None, progress: bool = False,
-             **options: Any) -> GScaleResult:
+             regimes: Sequence[int] | None = None, **options: Any) -> GScaleResult:
     """GSCALE-I on vector observations (see the module docstring for the method).
 
     Args:
@@ -857,10 +708,11 @@ def gscale_i(envs: Sequence[np.ndarray], *, pairs: Sequence[Sequence[int]] | Non
         preset: ``"debug"`` (seconds), ``"cpu"`` or ``"full"`` (see ``PRESETS``).
         checkpoint_dir: folder for restart checkpoints; a rerun with the same data and settings resumes.
         progress: tqdm progress bars.
+        regimes: regime labels of ``envs[1:]`` (keys of ``env_targets``); default ``1..2n``.
         options: ``GScaleConfig`` fields overriding the preset (``epochs=...``, ``restarts=...``).
 
     Returns:
-        ``GScaleResult`` with ``encode``/``decode`` (numpy), ``encoder``/``decoder`` (torch modules),
+        ``GScaleResult`` with ``encode``/``decode`` (numpy), ``encoder_module()``/``decoder_module()``,
         ``graph`` (``A[i, j] = 1`` iff learned ``i -> j``), ``env_targets``, ``pairs`` and diagnostics.
 
     Raises:
@@ -868,6 +720,7 @@ def gscale_i(envs: Sequence[np.ndarray], *, pairs: Sequence[Sequence[int]] | Non
         TrainingDivergedError: a non-finite training loss.
     """
     envs, n, given = _validate(envs, n, pairs)
+    labels = regime_labels(regimes, len(envs) - 1)
     cfg = make_config(preset, **options)
     dev = resolve_device(device)
     M = 2 * n
@@ -886,7 +739,8 @@ def gscale_i(envs: Sequence[np.ndarray], *, pairs: Sequence[Sequence[int]] | Non
         if pairs_file is not None and pairs_file.exists():
             found = [tuple(p) for p in json.loads(pairs_file.read_text())["pairs"]]
         else:
-            search = find_pairs(envs, n=n, config=cfg, seed=seed + 7919, device=str(dev), input_map=input_map)
+            search = find_pairs(envs, n=n, config=cfg, seed=derive_seed(seed, 7919), device=str(dev),
+                                input_map=input_map)
             found = search.pairs
             if pairs_file is not None:
                 pairs_file.write_text(json.dumps({"pairs": [list(p) for p in found]}))
@@ -913,11 +767,12 @@ def gscale_i(envs: Sequence[np.ndarray], *, pairs: Sequence[Sequence[int]] | Non
     init = pair_precision_init([u.double().cpu().numpy() for u in train], chosen, n) if cfg.linear_init else None
     histories, best = [], None
     for r in tqdm(range(cfg.restarts), desc="gscale restarts", disable=not progress):
-        model = GScaleModel(input_map, n, cfg.hidden, cfg.depth, seed=seed + 1009 * r).to(dev)
+        model = GScaleModel(input_map, n, cfg.hidden, cfg.depth, seed=derive_seed(seed, 1009, r)).to(dev)
         if cfg.linear_init:
             model.linear_init(*init)
         path = ckpt / f"restart{r}.pt" if ckpt is not None else None
-        state, hist = _train_restart(model, train, val, slot, label, cfg, seed + 1009 * r + 1, dev, path, progress)
+        state, hist = _train_restart(model, train, val, slot, label, cfg, derive_seed(seed, 1010, r), dev, path,
+                                     progress)
         histories.append(hist)
         if best is None or hist["best_val"][0] < best[0]:
             best = (hist["best_val"][0], r, state)
@@ -929,11 +784,13 @@ def gscale_i(envs: Sequence[np.ndarray], *, pairs: Sequence[Sequence[int]] | Non
     model.finalize(mapped[0])
     model = model.cpu()
 
-    env_targets = slot_np.copy()
+    target_latents = slot_np.copy()
+    env_targets = {r: (int(k),) for r, k in zip(labels, target_latents, strict=True)}
     t = time.perf_counter()
-    latents = [GScaleResult(model, np.zeros((n, n)), env_targets, chosen, given is not None).encode(x) for x in envs]
-    graph, graph_info = latent_graph(latents, chosen, seed=seed + 31, device=str(dev), epochs=cfg.graph_epochs,
-                                     hidden=cfg.graph_hidden, batch_size=cfg.batch_size)
+    latents = [GScaleResult(model, np.zeros((n, n)), env_targets, target_latents, chosen, given is not None).encode(x)
+               for x in envs]
+    graph, graph_info = latent_graph(latents, chosen, seed=derive_seed(seed, 31), device=str(dev),
+                                     epochs=cfg.graph_epochs, hidden=cfg.graph_hidden, batch_size=cfg.batch_size)
     seconds["graph"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     diagnostics: dict[str, Any] = {
@@ -945,4 +802,4 @@ def gscale_i(envs: Sequence[np.ndarray], *, pairs: Sequence[Sequence[int]] | Non
     if search is not None:
         diagnostics.update(pair_concentration=search.concentration, pair_margin=search.margin,
                            pair_classifier_accuracy=search.classifier_accuracy)
-    return GScaleResult(model, graph, env_targets, chosen, given is not None, histories, diagnostics)
+    return GScaleResult(model, graph, env_targets, target_latents, chosen, given is not None, histories, diagnostics)

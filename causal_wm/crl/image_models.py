@@ -3,7 +3,7 @@
 Conventions: images inside the modules are float32 ``(B, 3, S, S)`` in ``[0, 1]`` (stable-baselines3
 convention) with ``S`` a power of two ``>= 16``; codes ``y`` are ``(B, code_dim)``; learned latents
 ``z`` are ``(B, n)``. No BatchNorm or dropout anywhere: the pipeline differentiates networks in
-their inputs, which is only valid in one fixed mode for such layers (SCIENCE.md section 3).
+their inputs, which is only valid in one fixed mode for such layers (docs/science.md section 3).
 SiLU activations keep input gradients smooth.
 """
 
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from causal_wm.crl._torch import smooth_mlp
+from causal_wm._torch import smooth_mlp
 from causal_wm.crl.scores import LogRatioNet
 
 

@@ -1,4 +1,4 @@
-"""LSCALE-I: score-based causal representation learning for linear mixing (SCIENCE.md section 4;
+"""LSCALE-I: score-based causal representation learning for linear mixing (docs/science.md section 4;
 Varıcı et al., JMLR 2025, arXiv 2402.00849).
 
 Setting: ``x = G z`` with ``G`` ``(d, n)`` of rank ``n``; ``envs[0]`` observational, ``envs[1:]`` one
@@ -55,11 +55,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from causal_wm.crl.dag import closest_dag, gap_threshold
+from causal_wm.crl.representation import LinearEncoderResult, regime_labels
 from causal_wm.crl.scores import score_differences, validate_envs
 
 __all__ = ["LinearCRLResult", "lscale_i"]
@@ -77,7 +78,7 @@ _T_NULL_DIVISOR = 8
 
 
 @dataclass
-class LinearCRLResult:
+class LinearCRLResult(LinearEncoderResult):
     """Output of ``lscale_i``.
 
     Learned latents are numbered in the estimated causal order (latent 0 has no learned parents).
@@ -86,7 +87,9 @@ class LinearCRLResult:
         encoder: ``(n, d)``; learned latents ``z_hat = x @ encoder.T`` (``encode``), unit variance in
             the observational environment. Hard interventions: ``z`` up to permutation and scaling.
         graph: ``(n, n)`` DAG over learned latents, ``A[i, j] = 1`` iff learned ``i -> j``.
-        env_targets: ``(M,)``; ``env_targets[m - 1]`` is the learned latent that ``envs[m]`` hit.
+        env_targets: regime -> learned latents it intervenes on, ``{regimes[m - 1]: (target_latents[m - 1],)}``
+            (regime ``m`` is ``envs[m]`` unless ``lscale_i`` was given ``regimes``).
+        target_latents: ``(M,)``; ``target_latents[m - 1]`` is the learned latent that ``envs[m]`` hit.
         encoder_soft: ``(n, d)`` encoder before the hard-intervention unmixing (each learned latent
             mixes its node with its parents); equals ``encoder`` for soft interventions.
         graph_soft: ``(n, n)`` graph read with ``encoder_soft``: the transitive closure of the graph
@@ -97,26 +100,18 @@ class LinearCRLResult:
 
     encoder: np.ndarray
     graph: np.ndarray
-    env_targets: np.ndarray
+    env_targets: dict[int, tuple[int, ...]]
+    target_latents: np.ndarray
     encoder_soft: np.ndarray
     graph_soft: np.ndarray
     hard: bool
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def n(self) -> int:
-        return self.encoder.shape[0]
-
-    @property
-    def d(self) -> int:
-        return self.encoder.shape[1]
+    FORMAT: ClassVar[str] = "causal_wm.crl.lscale"
 
     def encode(self, x: np.ndarray, *, soft: bool = False) -> np.ndarray:
         """Learned latents ``(N, n)`` of observations ``x`` ``(N, d)`` (``soft``: with ``encoder_soft``)."""
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != self.d:
-            raise ValueError(f"observations must have shape (N, {self.d}), got {x.shape}")
-        return x @ (self.encoder_soft if soft else self.encoder).T
+        return self._check_x(x) @ (self.encoder_soft if soft else self.encoder).T
 
 
 # --- input checks -------------------------------------------------------------------------------
@@ -399,7 +394,7 @@ def _nonlinear_graph(R_learned_order: list[np.ndarray], H: np.ndarray, threshold
 def lscale_i(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | None = None,
              scores: str = "gaussian", hard: bool = True, n: int | None = None,
              nonlinear_latents: bool = False, threshold: float | str = "auto", seed: int = 0,
-             score_options: dict[str, Any] | None = None) -> LinearCRLResult:
+             score_options: dict[str, Any] | None = None, regimes: Sequence[int] | None = None) -> LinearCRLResult:
     """LSCALE-I for linear mixing with one single-node intervention per latent, targets unknown.
 
     Args:
@@ -420,6 +415,7 @@ def lscale_i(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | 
             statistic (with ``nonlinear_latents``: on relative eigenvalues of ``R^m``).
         seed: seed of the support subsample and of learned score estimators.
         score_options: extra options for the score estimator.
+        regimes: regime labels of ``envs[1:]`` (keys of ``env_targets``); default ``1..M``.
 
     Returns:
         ``LinearCRLResult``.
@@ -430,6 +426,7 @@ def lscale_i(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | 
     """
     start = time.perf_counter()
     envs, n, score_diffs = _validate(envs, n, score_diffs)
+    labels = regime_labels(regimes, len(envs) - 1)
     U, pooled_spectrum = _support(envs, n, seed)
     Y = [x @ U for x in envs]
     C0 = np.cov(Y[0].T).reshape(n, n)
@@ -482,11 +479,12 @@ def lscale_i(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | 
         diagnostics["graph_from_statistic"] = graph.tolist()
         graph_soft = graph_nl
         graph = graph_nl
-    env_targets = np.empty(n, dtype=np.int64)
-    env_targets[order] = np.arange(n)
+    target_latents = np.empty(n, dtype=np.int64)
+    target_latents[order] = np.arange(n)
     to_x = whiten @ U.T  # (n, d): y_w = to_x @ x
     diagnostics["score_seconds"] = score_seconds
     diagnostics["seconds"] = time.perf_counter() - start
-    return LinearCRLResult(encoder=H @ to_x, graph=graph, env_targets=env_targets,
+    env_targets = {r: (int(t),) for r, t in zip(labels, target_latents, strict=True)}
+    return LinearCRLResult(encoder=H @ to_x, graph=graph, env_targets=env_targets, target_latents=target_latents,
                            encoder_soft=H_soft @ to_x, graph_soft=graph_soft, hard=hard,
                            diagnostics=diagnostics)

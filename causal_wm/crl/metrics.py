@@ -1,4 +1,4 @@
-"""Evaluation metrics for causal representation learning (SCIENCE.md section 5).
+"""Evaluation metrics for causal representation learning (docs/science.md section 5).
 
 Conventions shared by every function here:
 
@@ -270,7 +270,7 @@ def allowed_mixing_pattern(true_graph: np.ndarray, hard: bool = True, soft_patte
     """``(n, n)`` boolean mask over (true latent, true latent): which entries of the aligned effective
     mixing the theory allows to be nonzero. Hard interventions: the identity (Z up to permutation
     and scaling). Soft: the identity plus ``E[i, j]`` for ``j`` a parent (``soft_pattern="parents"``,
-    SCIENCE.md section 4) or an ancestor (``"ancestors"``) of ``i``."""
+    docs/science.md section 4) or an ancestor (``"ancestors"``) of ``i``."""
     A = _graph(true_graph, "true_graph")
     allowed = np.eye(A.shape[0], dtype=bool)
     if hard:

@@ -1,4 +1,4 @@
-"""Score-difference estimators (SCIENCE.md sections 2 and 3).
+"""Score-difference estimators (docs/science.md sections 2 and 3).
 
 Every estimator answers the same question: given samples of an observational environment
 ``envs[0]`` ``(N_0, d)`` and of interventional environments ``envs[1:]`` ``(N_m, d)``, what is
@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from causal_wm.crl._torch import TrainResult, generator, smooth_mlp, train_early_stopping
+from causal_wm._torch import TrainResult, generator, smooth_mlp, train_early_stopping
 from causal_wm.device import resolve_device
 
 if TYPE_CHECKING:
@@ -407,7 +407,7 @@ class ScoreMatchingScores(_LearnedScores):
         patience, lr_decays, val_fraction: a held-out split (``val_fraction`` of every environment)
             is scored after every epoch; ``patience`` epochs without improvement halve the learning
             rate (back at the best weights), the plateau after ``lr_decays`` halvings stops training,
-            and the best weights are kept (``causal_wm.crl._torch.train_early_stopping``).
+            and the best weights are kept (``causal_wm._torch.train_early_stopping``).
         gaussian_init: start from the Gaussian fit (see above).
         seed, device: randomness and torch device (``"auto"``: CUDA when available).
         progress: show a tqdm bar over the networks.

@@ -1,6 +1,6 @@
 """UMNI-CRL: linear causal representation learning from unknown multi-node interventions.
 
-Varıcı, Acartürk, Shanmugam, Tajer, NeurIPS 2024 (arXiv 2406.05937); SCIENCE.md section 4.
+Varıcı, Acartürk, Shanmugam, Tajer, NeurIPS 2024 (arXiv 2406.05937); docs/science.md section 4.
 
 Setting. ``x = G z`` with ``G`` ``(d, n)`` of rank ``n``; environment ``m = 1..M`` intervenes on an
 unknown set of latents (row ``m`` of an unknown 0/1 matrix ``T`` ``(M, n)`` of rank ``n``), the same
@@ -95,11 +95,12 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import stats
 
+from causal_wm.crl.representation import LinearEncoderResult, regime_labels
 from causal_wm.crl.scores import GaussianScores, Support, validate_envs
 from causal_wm.scm.graphs import transitive_closure
 
@@ -107,7 +108,7 @@ __all__ = ["UMNIResult", "fisher_z_test", "partial_correlation", "umni_crl"]
 
 
 @dataclass
-class UMNIResult:
+class UMNIResult(LinearEncoderResult):
     """Output of ``umni_crl``.
 
     Attributes:
@@ -116,7 +117,9 @@ class UMNIResult:
         graph: ``(n, n)`` int64 over learned latents, ``A[i, j] = 1`` iff learned ``i -> j``; hard:
             the DAG, soft: the ancestor relation (transitive closure), see the module docstring.
         hard: whether the hard-intervention steps were run.
-        env_targets: ``(M, n)`` int64 estimated intervention matrix, ``[m - 1, i] = 1`` iff env ``m``
+        env_targets: regime -> learned latents it intervenes on (the rows of ``target_matrix``; regime
+            ``m`` is ``envs[m]`` unless ``umni_crl`` was given ``regimes``).
+        target_matrix: ``(M, n)`` int64 estimated intervention matrix, ``[m - 1, i] = 1`` iff env ``m``
             intervenes on learned latent ``i``.
         order_encoder: ``(n, d)`` encoder after the causal-order step (lower-triangular mixing).
         ancestor_encoder: ``(n, d)`` encoder after the ancestor step (mixing with ancestors only).
@@ -131,7 +134,8 @@ class UMNIResult:
     encoder: np.ndarray
     graph: np.ndarray
     hard: bool
-    env_targets: np.ndarray
+    env_targets: dict[int, tuple[int, ...]]
+    target_matrix: np.ndarray
     order_encoder: np.ndarray
     ancestor_encoder: np.ndarray
     ancestor_graph: np.ndarray
@@ -139,16 +143,7 @@ class UMNIResult:
     ancestor_weights: np.ndarray
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def n(self) -> int:
-        return int(self.encoder.shape[0])
-
-    def encode(self, x: np.ndarray) -> np.ndarray:
-        """Learned latents ``(N, n)`` of observations ``x`` ``(N, d)``."""
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != self.encoder.shape[1]:
-            raise ValueError(f"x must have shape (N, {self.encoder.shape[1]}), got {x.shape}")
-        return x @ self.encoder.T
+    FORMAT: ClassVar[str] = "causal_wm.crl.umni"
 
 
 # --- statistics ---------------------------------------------------------------------------------
@@ -274,7 +269,7 @@ def umni_crl(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | 
              scores: str = "gaussian", hard: bool = True, n: int | None = None, seed: int = 0,
              device: str = "auto", alpha: float = 0.01, gap: float = 1.0, max_l1: int | None = None,
              calibration_splits: int = 2, snr: float = 8.0,
-             score_options: dict[str, Any] | None = None) -> UMNIResult:
+             score_options: dict[str, Any] | None = None, regimes: Sequence[int] | None = None) -> UMNIResult:
     """Run UMNI-CRL (module docstring).
 
     Args:
@@ -299,10 +294,12 @@ def umni_crl(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | 
             difference measures the error of the full estimate, and the ancestor tests compare each
             second eigenvalue with the error's (averaged over the splits). 0 turns this off.
         snr: an ancestor test finds rank two when the second eigenvalue exceeds ``snr`` times the error's.
+        regimes: regime labels of ``envs[1:]`` (keys of ``env_targets``); default ``1..M``.
         score_options: extra options of the score estimator.
     """
     envs = validate_envs(envs)
     M = len(envs) - 1
+    labels = regime_labels(regimes, M)
     d = envs[0].shape[1]
     n = M if n is None else int(n)
     if n < 1:
@@ -393,7 +390,10 @@ def umni_crl(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | 
         graph = anc.copy()
         encoder = ancestor_encoder
     diag["seconds"] = {"scores": seconds_scores, "algorithm": time.perf_counter() - started - seconds_scores}
-    return UMNIResult(encoder=encoder, graph=graph.astype(np.int64), hard=hard, env_targets=targets,
+    env_targets = {r: tuple(int(i) for i in np.flatnonzero(row)) for r, row in
+                   zip(labels, targets, strict=True)}
+    return UMNIResult(encoder=encoder, graph=graph.astype(np.int64), hard=hard, env_targets=env_targets,
+                      target_matrix=targets,
                       order_encoder=order_encoder, ancestor_encoder=ancestor_encoder,
                       ancestor_graph=anc.astype(np.int64), order_weights=W_order, ancestor_weights=W_anc,
                       diagnostics=diag)

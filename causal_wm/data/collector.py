@@ -15,16 +15,13 @@ Two ways to run several environments:
   their next episode's seed, so gymnasium's autoreset pseudo-steps never happen;
 - *episode workers* (env id, built-in policy, ``num_envs > 1``, ``vectorization="async"``): each worker
   process runs whole episodes with its own env and hands back blocks of rows, frames through shared
-  memory; the parent only writes.
+  memory; the parent only writes. The processes and their protocol live in ``causal_wm.data.transport``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import sys
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -459,9 +456,13 @@ def _collect(lanes: _Lanes, kind: str, seeing_fraction: float | None, policy_arg
     if state == "complete":
         return Dataset(path)
     planned = action_regime if isinstance(policy, BalancedPolicy) else None
-    # workers start before the file is opened: forked children must not inherit its descriptor and lock
-    pool = (_EpisodeWorkers(workers, env_id, env_kwargs, policy, labeller, seed, planned, obs_shape)
-            if workers else None)
+    pool = None
+    if workers:
+        # the transport imports this module's row helpers: import it here, where it is chosen
+        from causal_wm.data.transport import _EpisodeWorkers, _run_workers
+
+        # workers start before the file is opened: forked children must not inherit its descriptor and lock
+        pool = _EpisodeWorkers(workers, env_id, env_kwargs, policy, labeller, seed, planned, obs_shape)
     writer: Writer | None = None
     bar = None
     try:
@@ -712,230 +713,6 @@ def _make_row(labeller: _Labeller, action: Any, obs: np.ndarray, reward: float, 
     return {"obs": obs, "action": action, "reward": reward, "terminated": terminated, "truncated": truncated,
             "regime": regime, "episode": episode, "step": step, "z": z,
             "target_mask": labeller.target_mask(regime, info, where)}
-
-
-# --------------------------------------------------------------------------------------------------
-# episode workers: one process per env, each running whole episodes
-# --------------------------------------------------------------------------------------------------
-_BLOCK_ROWS = 256
-_SLOTS = 2  # frame blocks per worker: it fills one while the parent copies the other out
-
-
-def _stack_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {name: None if rows[0][name] is None else np.stack([np.asarray(r[name]) for r in rows])
-            for name in rows[0]}
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to kill this worker when its parent dies (a SIGKILLed collector leaves no orphans)."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-    if os.getppid() != parent_pid:  # the parent died before the request took effect
-        os._exit(0)
-
-
-class _WorkerInbox:
-    """The worker's end of the pipe: slot acknowledgements are absorbed, other messages queued."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.free = list(range(_SLOTS))
-        self.pending: list[Any] = []
-
-    def _pump(self) -> None:
-        message = self.conn.recv()
-        if isinstance(message, tuple) and message[0] == "ack":
-            self.free.append(message[1])
-        else:
-            self.pending.append(message)
-
-    def next_command(self) -> Any:
-        while not self.pending:
-            self._pump()
-        return self.pending.pop(0)
-
-    def take_slot(self) -> int:
-        while not self.free:
-            self._pump()
-        return self.free.pop()
-
-
-def _worker_main(conn: Any, payload: bytes, frames: Any, parent_pid: int) -> None:
-    """Run episodes on request.
-
-    Receives ``(episode, counts)`` (``None`` stops the worker) and answers with messages
-    ``("rows", episode, reset_obs or None, block, slot, ended)``: ``block`` holds every field but the
-    frames, which are in shared-memory slot ``slot`` (the parent acknowledges each slot once it has
-    copied the frames out); the last message of an episode has ``ended=True``.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    _die_with_parent(parent_pid)
-    try:
-        import cloudpickle
-
-        env_id, env_kwargs, policy, labeller, seed, planned, obs_shape = cloudpickle.loads(payload)
-        slots = np.ndarray((_SLOTS, _BLOCK_ROWS, *obs_shape), dtype=np.uint8, buffer=frames.buf)
-        env = gym.make(env_id, **env_kwargs)
-        inbox = _WorkerInbox(conn)
-        balanced = policy if isinstance(policy, BalancedPolicy) else None
-        while True:
-            message = inbox.next_command()
-            if message is None:
-                break
-            episode, counts = message
-            env_seed, rng = episode_seeds(seed, episode)
-            obs, _ = env.reset(seed=env_seed)
-            reset_obs: np.ndarray | None = obs
-            policy.start(0, episode, rng)
-            if balanced is not None and counts is not None:
-                balanced.counts = dict(counts)
-            rows: list[dict[str, Any]] = []
-            slot = inbox.take_slot()
-            step = 0
-            while True:
-                action = _check_action(policy.act(0, obs, step), env.action_space)
-                obs, reward, terminated, truncated, info = env.step(action)
-                row = _make_row(labeller, action, obs, float(reward), bool(terminated), bool(truncated), info,
-                                episode, step, planned)
-                slots[slot, len(rows)] = obs
-                row["obs"] = None
-                rows.append(row)
-                step += 1
-                ended = bool(terminated or truncated)
-                if balanced is not None and counts is not None:
-                    regime = row["regime"]
-                    balanced.counts[regime] = balanced.counts.get(regime, 0) + 1
-                    ended = ended or all(balanced.counts.get(r, 0) >= balanced.per_regime for r in balanced.regimes)
-                if ended or len(rows) == _BLOCK_ROWS:
-                    conn.send(("rows", episode, reset_obs, _stack_rows(rows), slot, ended))
-                    rows, reset_obs = [], None
-                    if ended:
-                        break
-                    slot = inbox.take_slot()
-        env.close()
-    except Exception as err:  # reported to the parent, which raises it
-        try:
-            conn.send(("error", type(err).__name__, str(err), traceback.format_exc()))
-        except Exception:
-            pass
-    finally:
-        conn.close()
-        os._exit(0)  # skip atexit handlers inherited by fork (e.g. HDF5 closing the parent's files)
-
-
-class _EpisodeWorkers:
-    """``num`` processes, each with its own env made from ``env_id``, running whole episodes.
-
-    Frames travel through shared memory (a pipe moves megabytes in 64 KiB pieces, each a context
-    switch); everything else is pickled through the pipe.
-    """
-
-    def __init__(self, num: int, env_id: str, env_kwargs: Mapping[str, Any], policy: Policy,
-                 labeller: _Labeller, seed: int, planned: dict[Any, int] | None,
-                 obs_shape: tuple[int, ...]) -> None:
-        import multiprocessing as mp
-        from multiprocessing import shared_memory
-
-        import cloudpickle
-
-        methods = mp.get_all_start_methods()
-        context = mp.get_context("fork" if "fork" in methods else "spawn")
-        payload = cloudpickle.dumps((env_id, dict(env_kwargs), policy, labeller, seed, planned, obs_shape))
-        slot_bytes = _BLOCK_ROWS * int(np.prod(obs_shape))
-        self.conns, self.procs, self.frames, self.slots = [], [], [], []
-        self.busy: set[int] = set()
-        for _ in range(num):
-            frames = shared_memory.SharedMemory(create=True, size=_SLOTS * slot_bytes)
-            parent, child = context.Pipe()
-            proc = context.Process(target=_worker_main, args=(child, payload, frames, os.getpid()), daemon=True)
-            proc.start()
-            child.close()
-            self.conns.append(parent)
-            self.procs.append(proc)
-            self.frames.append(frames)
-            self.slots.append(np.ndarray((_SLOTS, _BLOCK_ROWS, *obs_shape), dtype=np.uint8, buffer=frames.buf))
-
-    @property
-    def num(self) -> int:
-        return len(self.conns)
-
-    def start(self, worker: int, episode: int, counts: dict[int, int] | None) -> None:
-        self.conns[worker].send((episode, counts))
-        self.busy.add(worker)
-
-    def receive(self) -> list[tuple[int, tuple[Any, ...]]]:
-        """``(worker, (episode, reset_obs, block, ended))`` for every message waiting; frames are copied
-        out of shared memory into ``block["obs"]`` and their slot handed back."""
-        from multiprocessing.connection import wait
-
-        out = []
-        for conn in wait(self.conns):
-            worker = self.conns.index(conn)
-            try:
-                message = conn.recv()
-            except EOFError:
-                code = self.procs[worker].exitcode
-                raise RuntimeError(f"collector worker {worker} died (exit code {code})") from None
-            if message[0] == "error":
-                _, name, text, trace = message
-                if name in ("ValueError", "DatasetError"):
-                    raise ValueError(text)
-                raise RuntimeError(f"collector worker {worker} failed with {name}: {text}\n{trace}")
-            _, episode, reset_obs, block, slot, ended = message
-            block["obs"] = self.slots[worker][slot, : len(block["regime"])].copy()
-            conn.send(("ack", slot))
-            if ended:
-                self.busy.discard(worker)
-            out.append((worker, (episode, reset_obs, block, ended)))
-        return out
-
-    def close(self) -> None:
-        """Stop idle workers and terminate busy ones (their episodes are no longer needed)."""
-        for worker, (conn, proc) in enumerate(zip(self.conns, self.procs, strict=True)):
-            if worker in self.busy:
-                proc.terminate()
-            else:
-                try:
-                    conn.send(None)
-                except OSError:
-                    proc.terminate()
-        for conn, proc, frames in zip(self.conns, self.procs, self.frames, strict=True):
-            proc.join(timeout=5.0)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-            conn.close()
-            frames.close()
-            frames.unlink()
-        self.slots.clear()
-
-
-def _run_workers(workers: _EpisodeWorkers, policy: Policy, writer: Writer, target: int, bar: Any) -> None:
-    balanced = policy if isinstance(policy, BalancedPolicy) else None
-    busy: list[int | None] = [None] * workers.num
-    order = _InOrder(writer, target)
-    next_episode = order.head
-    while not order.full and not _balanced_full(balanced, writer):
-        for worker in range(workers.num):
-            if busy[worker] is None and _next_episode_allowed(balanced, next_episode, order,
-                                                               any(e is not None for e in busy)):
-                quota = balanced is not None and not balanced.is_free(next_episode)
-                workers.start(worker, next_episode, dict(writer.regime_counts) if quota else None)
-                busy[worker] = next_episode
-                next_episode += 1
-        for worker, (episode, reset_obs, block, ended) in workers.receive():
-            if reset_obs is not None:
-                order.begin(episode, reset_obs)
-            order.add_block(episode, block)
-            if ended:
-                busy[worker] = None
-                order.end(episode)
-        bar.update(writer.total - bar.n)
 
 
 def _check_action(action: Any, space: gym.Space) -> Any:

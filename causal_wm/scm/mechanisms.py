@@ -123,7 +123,7 @@ MECHANISM_KINDS = ("linear", "quadratic", "mlp")
 
 def random_mechanism(kind: str, parents: tuple[int, ...], seed: SeedLike = None, *,
                      weight_range: tuple[float, float] = (0.5, 1.5), hidden: int = 8) -> Mechanism | None:
-    """A random mechanism of the published protocol (SCIENCE.md section 6); None for a root node.
+    """A random mechanism of the published protocol (docs/science.md section 6); None for a root node.
 
     - ``linear``: weights with random sign and magnitude uniform in ``weight_range``.
     - ``quadratic``: ``sqrt(z_pa^T L^T L z_pa)`` with ``L`` uniform in ``[-1, 1]^{p x p}``.

@@ -1,6 +1,6 @@
 """Mixing functions ``x = g(z)`` from latents ``(N, n)`` to observations ``(N, d)``.
 
-The published synthetic protocol (SCIENCE.md section 6): linear ``G = Q R``, its ``tanh(G z)``
+The published synthetic protocol (docs/science.md section 6): linear ``G = Q R``, its ``tanh(G z)``
 generalised-linear variant, and a 3-layer tanh MLP. Every mixing gives its Jacobian ``(N, d, n)``
 so oracle score differences can be pushed to observation space:
 ``D_X(x) = J(z)^{+T} D_Z(z)`` (for linear mixing ``(G^+)^T D_Z``).

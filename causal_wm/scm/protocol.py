@@ -1,4 +1,4 @@
-"""Generators for the published synthetic protocol (SCIENCE.md section 6).
+"""Generators for the published synthetic protocol (docs/science.md section 6).
 
 Each returns a ``CRLProblem``: observations and true latents per environment (``envs[0]`` is
 observational), the SCM, the mixing and the interventions, so algorithms see only

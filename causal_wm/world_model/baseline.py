@@ -25,18 +25,17 @@ inputs at all and ignores ``z_now``.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from causal_wm.crl._torch import generator, save_atomic, smooth_mlp, train_early_stopping
+from causal_wm._torch import generator, smooth_mlp, train_early_stopping
 from causal_wm.device import resolve_device
+from causal_wm.persistence import Persistent, check_state, state_errors
 from causal_wm.scm import Intervention
 
 FORMAT = "causal_wm.action_conditioned_model"
@@ -126,7 +125,7 @@ def _gaussian_nll(head: _GaussianHead, x: torch.Tensor, z: torch.Tensor) -> torc
     return 0.5 * (w**2).sum(dim=1) + log_diag.sum(dim=1) + 0.5 * z.shape[1] * _LOG_2PI
 
 
-class ActionConditionedModel:
+class ActionConditionedModel(Persistent):
     """Non-causal baseline: next latents ``(n,)`` given the action (and the current latents).
 
     Create, then ``fit``; or ``ActionConditionedModel.load(path)``. See the module docstring for
@@ -134,6 +133,9 @@ class ActionConditionedModel:
     intervention features describe), ``transitions`` (whether it conditions on the current
     latents), ``history`` (training and held-out loss per epoch, standardised NLL per row).
     """
+
+    FORMAT: ClassVar[str] = FORMAT
+    FORMAT_VERSION: ClassVar[int] = FORMAT_VERSION
 
     def __init__(self) -> None:
         self.head: _GaussianHead | None = None
@@ -361,10 +363,11 @@ class ActionConditionedModel:
         return sum(p.numel() for p in self._require_fitted().parameters())
 
     # --- persistence --------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write plain tensors, lists and numbers (readable with ``torch.load(weights_only=True)``)."""
+    # ``save`` and ``load`` come from ``causal_wm.persistence.Persistent``
+    def state(self) -> dict[str, Any]:
+        """Plain tensors, lists and numbers (readable with ``torch.load(weights_only=True)``)."""
         head = self._require_fitted()
-        state = {
+        return {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "n": self.n,
@@ -378,28 +381,24 @@ class ActionConditionedModel:
             "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
             "history": {k: (list(v) if isinstance(v, list) else v) for k, v in self.history.items()},
         }
-        return save_atomic(state, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: Any = "auto") -> ActionConditionedModel:
-        """Read a model written by ``save``."""
+    def from_state(cls, state: Any, device: Any = "auto", source: str = "state") -> ActionConditionedModel:
+        """Rebuild a model from ``state()`` onto ``device``."""
+        check_state(state, format=FORMAT, version=FORMAT_VERSION, source=source)
         dev = resolve_device(device)
-        state = torch.load(Path(path), map_location=dev, weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise ValueError(f"{path} is not an action-conditioned model file (format {FORMAT!r})")
-        if state.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{path} has format version {state.get('version')}; this code reads {FORMAT_VERSION}")
-        model = cls()
-        model.n, model.num_nodes = int(state["n"]), int(state["num_nodes"])
-        model.hidden, model.depth = int(state["hidden"]), int(state["depth"])
-        model.transitions = bool(state["transitions"])
-        model.z_mean = state["z_mean"].cpu().numpy()
-        model.z_scale = state["z_scale"].cpu().numpy()
-        model.device = dev
-        model.history = dict(state["history"])
-        model.head = _GaussianHead(int(state["in_dim"]), model.n, model.hidden, model.depth, seed=0).to(dev)
-        model.head.load_state_dict(state["state_dict"])
-        model.head.eval()
+        with state_errors(source, "action-conditioned model"):
+            model = cls()
+            model.n, model.num_nodes = int(state["n"]), int(state["num_nodes"])
+            model.hidden, model.depth = int(state["hidden"]), int(state["depth"])
+            model.transitions = bool(state["transitions"])
+            model.z_mean = state["z_mean"].cpu().numpy()
+            model.z_scale = state["z_scale"].cpu().numpy()
+            model.device = dev
+            model.history = dict(state["history"])
+            model.head = _GaussianHead(int(state["in_dim"]), model.n, model.hidden, model.depth, seed=0).to(dev)
+            model.head.load_state_dict(state["state_dict"])
+            model.head.eval()
         return model
 
 

@@ -222,9 +222,9 @@ def instrumental_linear(x: np.ndarray, y: np.ndarray, groups: np.ndarray, *,
 
 def _fit_mlp(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *, hidden: int, steps: int,
              seed: int) -> tuple[list[tuple[np.ndarray, np.ndarray]] | None, float]:
-    """A 2-hidden-layer tanh MLP by full-batch Adam (``causal_wm.crl._torch.train_early_stopping``,
+    """A 2-hidden-layer tanh MLP by full-batch Adam (``causal_wm._torch.train_early_stopping``,
     held-out error every 20 steps, no early stop) with the best held-out weights kept."""
-    from causal_wm.crl._torch import train_early_stopping
+    from causal_wm._torch import train_early_stopping
 
     if steps <= 0:
         return None, float("inf")

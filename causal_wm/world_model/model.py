@@ -30,102 +30,44 @@ standard normal ``noise`` ``(num, n)``, so planners can compare actions on commo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from causal_wm.crl._torch import save_atomic, to_jsonable
+from causal_wm._random import derive_seed
+from causal_wm._torch import to_jsonable
+from causal_wm.config import apply_overrides, config_dict
+from causal_wm.crl.images.config import ImageCRLConfig
+from causal_wm.crl.lscale import LinearCRLResult
+from causal_wm.crl.representation import Representation, representation_from_state
+from causal_wm.persistence import ModelFileError, Persistent, check_state, read_state, state_errors
 from causal_wm.scm import Intervention
 from causal_wm.scm.graphs import topological_order
+from causal_wm.world_model.config import WorldModelConfig, make_config, preset_name
 from causal_wm.world_model.mechanisms import NodeMechanism, QuantileNoise
 
 FORMAT = "causal_wm.world_model"
 FORMAT_VERSION = 1
-
-# preset -> (CRL preset for images, mechanism MLP steps, mechanism MLP width)
-PRESETS: dict[str, dict[str, Any]] = {
-    "debug": {"crl": "debug", "mechanism_steps": 150, "mechanism_hidden": 16},
-    "cpu": {"crl": "cpu", "mechanism_steps": 600, "mechanism_hidden": 32},
-    "full": {"crl": "full", "mechanism_steps": 1500, "mechanism_hidden": 64},
-}
 
 # An intervention on the model: None (observational), a regime of the data (int), an ``Intervention``
 # on the env's true nodes, or ``{learned latent: value | (mean, std) | QuantileNoise}``.
 InterventionLike = None | int | Intervention | Mapping[int, Any]
 
 
-def resolve_preset(preset: str, device: torch.device) -> str:
-    """``"default"`` is ``"full"`` on CUDA and ``"cpu"`` elsewhere."""
-    if preset == "default":
-        return "full" if device.type == "cuda" else "cpu"
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose 'default' or one of {sorted(PRESETS)}")
-    return preset
-
-
 # --- representation for vector observations --------------------------------------------------------
-class LinearRepresentation:
-    """Encoder ``z_hat = x @ encoder.T`` ``(N, n)`` and its least-squares decoder for vector data,
-    with the graph and regime targets from LSCALE-I (``causal_wm.crl.lscale_i``)."""
-
-    kind = "linear"
-
-    def __init__(self, encoder: np.ndarray, graph: np.ndarray, env_targets: Mapping[int, tuple[int, ...]],
-                 diagnostics: dict[str, Any] | None = None) -> None:
-        self.encoder = np.asarray(encoder, dtype=np.float64)
-        self.decoder = np.linalg.pinv(self.encoder)
-        self.graph = np.asarray(graph, dtype=np.int64)
-        self.env_targets = {int(r): tuple(int(t) for t in ts) for r, ts in env_targets.items()}
-        self.diagnostics = dict(diagnostics or {})
-
-    @property
-    def n(self) -> int:
-        return int(self.encoder.shape[0])
-
-    def encode(self, x: Any) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != self.encoder.shape[1]:
-            raise ValueError(f"observations must be (N, {self.encoder.shape[1]}), got shape {x.shape}")
-        return (x @ self.encoder.T).astype(np.float32)
-
-    def decode(self, z: Any) -> np.ndarray:
-        z = np.asarray(z, dtype=np.float64)
-        if z.ndim != 2 or z.shape[1] != self.n:
-            raise ValueError(f"latents must be (N, {self.n}), got shape {z.shape}")
-        return (z @ self.decoder.T).astype(np.float32)
-
-    def encoder_module(self) -> nn.Module:
-        layer = nn.Linear(self.encoder.shape[1], self.n, bias=False)
-        with torch.no_grad():
-            layer.weight.copy_(torch.as_tensor(self.encoder, dtype=torch.float32))
-        return layer.requires_grad_(False)
-
-    def to(self, device: Any) -> LinearRepresentation:
-        return self
-
-    def state(self) -> dict[str, Any]:
-        return {"encoder": torch.as_tensor(self.encoder), "graph": torch.as_tensor(self.graph),
-                "env_targets": [[r, list(t)] for r, t in sorted(self.env_targets.items())],
-                "diagnostics": json.dumps(to_jsonable(self.diagnostics))}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> LinearRepresentation:
-        return cls(state["encoder"].numpy(), state["graph"].numpy(),
-                   {int(r): tuple(t) for r, t in state["env_targets"]}, json.loads(state["diagnostics"]))
-
-
 def _fit_linear_representation(x: np.ndarray, regimes: np.ndarray, menu: Sequence[Any] | None,
-                               seed: int) -> LinearRepresentation:
+                               seed: int) -> LinearCRLResult:
     """LSCALE-I on vector observations: one interventional regime per true node (the first single-node
-    regime of each target in the menu; without a menu every interventional regime is one node)."""
-    from causal_wm.crl import lscale_i
+    regime of each target in the menu; without a menu every interventional regime is one node). The
+    result's ``env_targets`` also name the multi-node regimes of the menu whose nodes all have a latent."""
+    from causal_wm.crl.lscale import lscale_i
 
     present = sorted(int(r) for r in np.unique(regimes))
     if 0 not in present:
@@ -144,25 +86,26 @@ def _fit_linear_representation(x: np.ndarray, regimes: np.ndarray, menu: Sequenc
     if not chosen:
         raise ValueError("the data has no interventional regimes: a causal model needs acting data")
     envs = [x[regimes == 0]] + [x[regimes == r] for r in chosen]
-    result = lscale_i(envs, n=len(chosen), seed=seed)
-    env_targets = {r: (int(result.env_targets[i]),) for i, r in enumerate(chosen)}
+    result = lscale_i(envs, n=len(chosen), seed=seed, regimes=chosen)
+    env_targets = dict(result.env_targets)
     if menu is not None:
         by_node = {menu[r].targets: env_targets[r] for r in chosen}
         for r in present:
             iv = menu[r] if r < len(menu) else None
             if r != 0 and r not in env_targets and iv is not None and all((t,) in by_node for t in iv.targets):
                 env_targets[r] = tuple(sorted({by_node[(t,)][0] for t in iv.targets}))
-    return LinearRepresentation(result.encoder, result.graph, env_targets, result.diagnostics)
+    return dataclasses.replace(result, env_targets=env_targets)
 
 
 # --- the model -----------------------------------------------------------------------------------
-class CausalWorldModel:
+class CausalWorldModel(Persistent):
     """A learned SCM in a learned latent space with an encoder and a decoder (see the module docstring).
 
     Build with ``CausalWorldModel.fit`` (or ``fit_arrays``); read with ``CausalWorldModel.load``.
 
     Attributes:
-        representation: the CRL result (``ImageCRLResult`` or ``LinearRepresentation``).
+        representation: the CRL result, any ``causal_wm.crl.Representation`` (``ImageCRLResult`` for
+            images, ``LinearCRLResult`` from LSCALE-I for vectors, or a user's own).
         graph: ``(n, n)`` DAG over learned latents.
         mechanisms: ``n`` ``NodeMechanism``.
         regimes: regime of the data -> ``{learned target: QuantileNoise}`` (empty for regime 0).
@@ -175,7 +118,10 @@ class CausalWorldModel:
         diagnostics: fit statistics (held-out mechanism errors, calibration R^2, row counts, seconds).
     """
 
-    def __init__(self, representation: Any, graph: np.ndarray, mechanisms: list[NodeMechanism],
+    FORMAT: ClassVar[str] = FORMAT
+    FORMAT_VERSION: ClassVar[int] = FORMAT_VERSION
+
+    def __init__(self, representation: Representation, graph: np.ndarray, mechanisms: list[NodeMechanism],
                  regimes: dict[int, dict[int, QuantileNoise]], menu: Sequence[Any] | None,
                  latent_of_node: dict[int, int], calibration: dict[int, tuple[float, float]],
                  persistence: np.ndarray, diagnostics: dict[str, Any] | None = None,
@@ -351,21 +297,33 @@ class CausalWorldModel:
 
     # --- fitting ---
     @classmethod
-    def fit(cls, dataset: Any, *, preset: str = "default", device: str | torch.device = "auto", seed: int = 0,
-            representation: Any = None, checkpoint_dir: str | os.PathLike | None = None, progress: bool = True,
-            menu: Sequence[Any] | None = None, crl_options: Mapping[str, Any] | None = None) -> CausalWorldModel:
+    def fit(cls, dataset: Any, *, preset: str = "default", config: WorldModelConfig | None = None,
+            overrides: Mapping[str, Any] | None = None, device: str | torch.device = "auto", seed: int = 0,
+            representation: Representation | None = None, checkpoint_dir: str | os.PathLike | None = None,
+            progress: bool = True, menu: Sequence[Any] | None = None,
+            pairs: Sequence[tuple[int, int]] | str | None = None,
+            crl_options: Mapping[str, Any] | None = None) -> CausalWorldModel:
         """Learn the causal world model of a collection (``causal_wm.data.Dataset`` or its path).
 
         Args:
             dataset: the collection (seeing and acting data with regime labels).
-            preset: ``"default"`` (``"full"`` on CUDA, ``"cpu"`` elsewhere), ``"debug"``, ``"cpu"`` or ``"full"``.
+            preset: ``"default"`` (``"full"`` on CUDA, ``"cpu"`` elsewhere), ``"debug"``, ``"cpu"`` or
+                ``"full"`` (``causal_wm.world_model.config.PRESETS``); ignored when ``config`` is given.
+            config: a ``WorldModelConfig`` (e.g. from ``make_config``) instead of a preset.
+            overrides: settings on top of the preset or config, nested or dotted
+                (``{"crl.max_per_regime": 20_000, "mechanism_steps": 800}``).
             device: torch device of the representation learner.
             seed: seeds every stage.
-            representation: an already fitted ``ImageCRLResult`` to build on (skips CRL).
+            representation: an already fitted ``causal_wm.crl.Representation`` to build on (skips CRL).
             checkpoint_dir: checkpoints of the representation learner (a rerun resumes).
             progress: progress bars.
             menu: the intervention menu; default the dataset's.
-            crl_options: extra settings of ``causal_wm.crl.images.fit_image_crl``.
+            pairs: the two hard interventions of every node, ``[(first, second), ...]`` regimes, or
+                ``"find"`` (from the data); default from the menu (``causal_wm.crl.pairing``).
+            crl_options: other keyword arguments of ``causal_wm.crl.images.fit_image_crl`` (e.g.
+                ``callback``); ``ImageCRLConfig`` fields given here count as ``crl.`` overrides.
+
+        The resolved config is in ``model.diagnostics["config"]``.
         """
         from causal_wm.data import Dataset
         from causal_wm.device import resolve_device
@@ -378,33 +336,48 @@ class CausalWorldModel:
         if len(dataset) == 0:
             raise ValueError(f"{dataset.path} has no rows")
         torch_device = resolve_device(device)
-        name = resolve_preset(preset, torch_device)
+        name = "custom" if config is not None else preset_name(preset, torch_device.type)
+        options = dict(crl_options or {})
+        crl_fields = {f.name for f in dataclasses.fields(ImageCRLConfig)}
+        crl_overrides = {k: options.pop(k) for k in list(options) if k in crl_fields}
+        if "pairs" in options:
+            if pairs is not None:
+                raise ValueError("pairs given twice (as pairs= and in crl_options)")
+            pairs = options.pop("pairs")
+        config = apply_overrides(config if config is not None else make_config(name), overrides)
+        config = apply_overrides(config, {"crl": crl_overrides})
         menu = dataset.menu if menu is None else list(menu)
         if representation is None:
             if len(dataset.obs_shape) != 3:
                 raise ValueError(f"observations of shape {dataset.obs_shape} are not images; use fit_arrays")
             from causal_wm.crl.images import fit_image_crl
 
-            representation = fit_image_crl(dataset, preset=PRESETS[name]["crl"], device=torch_device, seed=seed,
+            representation = fit_image_crl(dataset, preset=name, config=config.crl, device=torch_device, seed=seed,
                                            checkpoint_dir=checkpoint_dir, progress=progress, menu=menu,
-                                           **dict(crl_options or {}))
+                                           pairs=pairs, **options)
+        _check_representation(representation)
         z = encode_dataset(representation, dataset, progress=progress)
         return cls._fit_latents(representation, z, dataset.regime, menu, dataset.episode, dataset.step,
-                                preset=name, seed=seed)
+                                config=config, preset=name, seed=seed)
 
     @classmethod
     def fit_arrays(cls, observations: np.ndarray, regimes: np.ndarray, *, menu: Sequence[Any] | None = None,
                    episode: np.ndarray | None = None, step: np.ndarray | None = None, preset: str = "cpu",
-                   seed: int = 0, representation: Any = None) -> CausalWorldModel:
+                   config: WorldModelConfig | None = None, overrides: Mapping[str, Any] | None = None,
+                   seed: int = 0, representation: Representation | None = None) -> CausalWorldModel:
         """Learn the model from in-memory data: vectors ``(N, d)`` (LSCALE-I: linear mixing, one hard
-        intervention per latent) or, with ``representation``, anything it encodes.
+        intervention per latent) or, with ``representation`` (any ``causal_wm.crl.Representation``),
+        anything it encodes.
 
         ``regimes`` ``(N,)`` labels every row (0 observational); ``episode`` and ``step`` ``(N,)`` mark
-        consecutive rows (rows in episode order) for the persistence estimate.
+        consecutive rows (rows in episode order) for the persistence estimate. ``preset``, ``config``
+        and ``overrides`` as in ``fit`` (only the mechanism settings matter here).
         """
         regimes = np.asarray(regimes, dtype=np.int64).reshape(-1)
         if len(regimes) != len(observations):
             raise ValueError(f"{len(observations)} observations but {len(regimes)} regime labels")
+        name = "custom" if config is not None else preset_name(preset, "cpu")
+        config = apply_overrides(config if config is not None else make_config(name), overrides)
         if representation is None:
             x = np.asarray(observations, dtype=np.float64)
             if x.ndim != 2:
@@ -412,15 +385,15 @@ class CausalWorldModel:
             if not np.all(np.isfinite(x)):
                 raise ValueError("observations contain NaN or infinite values")
             representation = _fit_linear_representation(x, regimes, menu, seed)
+        _check_representation(representation)
         z = np.asarray(representation.encode(observations), dtype=np.float64)
-        return cls._fit_latents(representation, z, regimes, menu, episode, step,
-                                preset=resolve_preset(preset, torch.device("cpu")), seed=seed)
+        return cls._fit_latents(representation, z, regimes, menu, episode, step, config=config, preset=name,
+                                seed=seed)
 
     @classmethod
-    def _fit_latents(cls, representation: Any, z: np.ndarray, regimes: np.ndarray, menu: Sequence[Any] | None,
-                     episode: np.ndarray | None, step: np.ndarray | None, *, preset: str,
-                     seed: int) -> CausalWorldModel:
-        settings = PRESETS[preset]
+    def _fit_latents(cls, representation: Representation, z: np.ndarray, regimes: np.ndarray,
+                     menu: Sequence[Any] | None, episode: np.ndarray | None, step: np.ndarray | None, *,
+                     config: WorldModelConfig, preset: str, seed: int) -> CausalWorldModel:
         z = np.asarray(z, dtype=np.float64)
         regimes = np.asarray(regimes, dtype=np.int64)
         if not np.all(np.isfinite(z)):
@@ -434,7 +407,8 @@ class CausalWorldModel:
             raise ValueError("the data has no observational rows (regime 0)")
         unknown = [r for r in present if r not in env_targets]
         known = np.isin(regimes, [r for r in present if r in env_targets])
-        diagnostics: dict[str, Any] = {"rows": len(z), "unused_regimes": unknown, "preset": preset}
+        diagnostics: dict[str, Any] = {"rows": len(z), "unused_regimes": unknown, "preset": preset,
+                                       "config": config_dict(config)}
         # mechanisms on every row whose regime leaves the node alone
         mechanisms = []
         mech_diag = []
@@ -442,8 +416,8 @@ class CausalWorldModel:
             free = [r for r in present if r in env_targets and k not in env_targets[r]]
             rows = np.isin(regimes, free)
             parents = [int(p) for p in np.flatnonzero(graph[:, k])]
-            mech = NodeMechanism.fit(z[rows], k, parents, regimes=regimes[rows], hidden=settings["mechanism_hidden"],
-                                     steps=settings["mechanism_steps"], seed=seed + k)
+            mech = NodeMechanism.fit(z[rows], k, parents, regimes=regimes[rows], hidden=config.mechanism_hidden,
+                                     steps=config.mechanism_steps, seed=derive_seed(seed, 7, k))
             mechanisms.append(mech)
             resid = z[rows, k] - mech.mean(z[rows])
             mech_diag.append({"latent": k, "parents": parents, "kind": mech.kind, "estimator": mech.estimator,
@@ -479,12 +453,11 @@ class CausalWorldModel:
         model.persistence, diagnostics["persistence"] = _fit_persistence(model, z, regimes, known, episode, step)
         return model
 
-    # --- persistence on disk ---
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the model with ``torch.save`` (plain tensors, lists and strings: ``weights_only``-safe)."""
-        state = {
+    # --- persistence on disk (``save`` and ``load`` from ``causal_wm.persistence.Persistent``) ---
+    def state(self) -> dict[str, Any]:
+        """Everything ``from_state`` needs: plain tensors, lists and strings (``weights_only``-safe)."""
+        return {
             "format": FORMAT, "version": FORMAT_VERSION,
-            "representation_kind": getattr(self.representation, "kind", "images"),
             "representation": self.representation.state(),
             "graph": torch.as_tensor(self.graph),
             "mechanisms": json.dumps([m.state() for m in self.mechanisms]),
@@ -498,47 +471,30 @@ class CausalWorldModel:
             "persistence": torch.as_tensor(self.persistence),
             "diagnostics": json.dumps(to_jsonable(self.diagnostics)),
         }
-        path = Path(path)
-        save_atomic(state, path)
-        return path
 
     @classmethod
     def from_state(cls, state: Any, device: str | torch.device = "auto", source: str = "state") -> CausalWorldModel:
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise ValueError(f"{source} is not a causal world model (format {FORMAT!r})")
-        if state.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{source} has format version {state.get('version')}, this code reads {FORMAT_VERSION}")
-        if state["representation_kind"] == "linear":
-            representation: Any = LinearRepresentation.from_state(state["representation"])
-        else:
-            from causal_wm.crl.images import ImageCRLResult
-
-            representation = ImageCRLResult.from_state(state["representation"], device, source=source)
-        menu_raw = json.loads(state["menu"])
-        menu = None if menu_raw is None else [None if d is None else Intervention.from_dict(d) for d in menu_raw]
-        regimes = {int(r): {int(k): QuantileNoise(np.asarray(v)) for k, v in spec.items()}
-                   for r, spec in json.loads(state["regimes"]).items()}
-        return cls(representation, state["graph"].numpy(),
-                   [NodeMechanism.from_state(m) for m in json.loads(state["mechanisms"])], regimes, menu,
-                   {int(j): k for j, k in json.loads(state["latent_of_node"]).items()},
-                   {int(k): tuple(v) for k, v in json.loads(state["calibration"]).items()},
-                   state["persistence"].numpy(), json.loads(state["diagnostics"]),
-                   {int(k): v for k, v in json.loads(state["measurement_noise"]).items()})
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> CausalWorldModel:
-        """Read a model written by ``save`` (safe loading: ``torch.load(weights_only=True)``)."""
-        try:
-            state = torch.load(Path(path), map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as err:  # a truncated or foreign file
-            raise ValueError(f"{path} is not a readable causal world model: {err}") from err
-        return cls.from_state(state, device, source=str(path))
+        check_state(state, format=FORMAT, version=FORMAT_VERSION, source=source)
+        if state.get("representation_kind") == "linear":
+            raise ModelFileError(f"{source} holds a vector world model written by an earlier causal_wm; fit it "
+                                 "again (CausalWorldModel.fit_arrays)")
+        with state_errors(source, "causal world model"):
+            representation = representation_from_state(state["representation"], device,
+                                                       source=f"{source} (representation)")
+            menu_raw = json.loads(state["menu"])
+            menu = None if menu_raw is None else [None if d is None else Intervention.from_dict(d) for d in menu_raw]
+            regimes = {int(r): {int(k): QuantileNoise(np.asarray(v)) for k, v in spec.items()}
+                       for r, spec in json.loads(state["regimes"]).items()}
+            return cls(representation, state["graph"].numpy(),
+                       [NodeMechanism.from_state(m) for m in json.loads(state["mechanisms"])], regimes, menu,
+                       {int(j): k for j, k in json.loads(state["latent_of_node"]).items()},
+                       {int(k): tuple(v) for k, v in json.loads(state["calibration"]).items()},
+                       state["persistence"].numpy(), json.loads(state["diagnostics"]),
+                       {int(k): v for k, v in json.loads(state["measurement_noise"]).items()})
 
     def __repr__(self) -> str:
         edges = int(self.graph.sum())
-        kind = getattr(self.representation, "kind", "images")
+        kind = type(self.representation).__name__
         return (f"CausalWorldModel(n={self.n}, edges={edges}, representation={kind}, regimes={len(self.regimes)}, "
                 f"persistence={np.round(self.persistence, 2).tolist()})")
 
@@ -628,19 +584,17 @@ def _fit_persistence(model: CausalWorldModel, z: np.ndarray, regimes: np.ndarray
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "auto") -> Any:
-    """Read a ``CausalWorldModel`` or an ``ImageCRLResult`` from ``path``, by the file's format."""
-    try:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable model file: {err}") from err
-    fmt = state.get("format") if isinstance(state, dict) else None
-    if fmt == FORMAT:
+    """Read a ``CausalWorldModel`` or a representation (e.g. an ``ImageCRLResult``) from ``path``, by the
+    file's format tag (``ModelFileError`` for anything else)."""
+    state = read_state(path, "a causal world model or a representation")
+    if state["format"] == FORMAT:
         return CausalWorldModel.from_state(state, device, source=str(path))
-    from causal_wm.crl.images import FORMAT as IMAGE_FORMAT
-    from causal_wm.crl.images import ImageCRLResult
+    return representation_from_state(state, device, source=str(path))
 
-    if fmt == IMAGE_FORMAT:
-        return ImageCRLResult.from_state(state, device, source=str(path))
-    raise ValueError(f"{path} holds neither a causal world model nor an image CRL model (format {fmt!r})")
+
+def _check_representation(representation: Any) -> None:
+    if not isinstance(representation, Representation):
+        missing = [name for name in ("n", "graph", "env_targets", "diagnostics", "encode", "decode", "encoder_module",
+                                     "to", "state", "from_state") if not hasattr(representation, name)]
+        raise ValueError(f"representation {type(representation).__name__} is not a causal_wm.crl.Representation "
+                         f"(missing {missing})")

@@ -24,7 +24,7 @@ def test_hard_oracle_recovers_graph_and_latents(seed):
     assert shd(p.graph, res.graph, m.permutation) == 0
     # env_targets: learned latent hit by each env is the one matched to the env's true target
     for env, target in enumerate(p.targets):
-        assert m.permutation[target[0]] == res.env_targets[env]
+        assert m.permutation[target[0]] == res.target_latents[env]
     # finite-sample unmixing leaves small coefficients, large relative to low-variance latents
     assert incorrect_mixing_norm(res.encoder, p.mixing.G, p.graph, hard=True, permutation=m.permutation) < 0.3
     assert res.encoder.shape == (4, 12) and res.graph.shape == (4, 4)
@@ -44,7 +44,7 @@ def test_soft_oracle_mixes_with_parents_and_finds_closure():
     np.testing.assert_array_equal(res.encoder, res.encoder_soft)
     # each learned latent mixes its node with the node's parents only
     perm = np.empty(4, dtype=int)
-    perm[[t[0] for t in p.targets]] = res.env_targets
+    perm[[t[0] for t in p.targets]] = res.target_latents
     assert incorrect_mixing_norm(res.encoder_soft, p.mixing.G, p.graph, hard=False, permutation=perm) < 1e-6
     assert shd(transitive_closure(p.graph), res.graph_soft, perm) == 0
     assert shd(transitive_reduction(p.graph), transitive_reduction(res.graph_soft), perm) == 0
@@ -55,7 +55,7 @@ def test_nonlinear_latents_exact_graph_from_soft_interventions():
     assert p.graph.sum() >= 2
     res = lscale_i(p.observations, score_diffs=p.oracle_score_differences(), hard=False, nonlinear_latents=True)
     perm = np.empty(4, dtype=int)
-    perm[[t[0] for t in p.targets]] = res.env_targets
+    perm[[t[0] for t in p.targets]] = res.target_latents
     assert shd(p.graph, res.graph, perm) == 0
 
 

@@ -92,7 +92,7 @@ def test_pair_differences_between_interventions():
     oracle = OracleScores(p)
     expected = [oracle.pair_difference(p.observations[0], a, b) for a, b in p.pairs]
     assert score_error(got, expected) < 0.01
-    # differences of two interventions on one node touch that latent only (SCIENCE.md 2.1)
+    # differences of two interventions on one node touch that latent only (docs/science.md 2.1)
     G = p.mixing.G
     for (a, _), D in zip(p.pairs, got, strict=True):
         latent = np.abs(D @ G).mean(axis=0)

@@ -1,4 +1,4 @@
-"""Small torch helpers shared by the learners of ``causal_wm.crl``: device choice, seeded
+"""Small torch helpers shared across causal_wm (the learners, the world model, the agents): device choice, seeded
 generators, smooth MLPs and a minibatch training loop with early stopping."""
 
 from __future__ import annotations
@@ -137,3 +137,20 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+@torch.no_grad()
+def apply_in_chunks(module: nn.Module, values: np.ndarray, device: torch.device | str,
+                    chunk: int = 65536) -> np.ndarray:
+    """``module`` on ``values`` ``(N, ...)`` (float32 on ``device``, ``chunk`` rows at a time) -> float64 numpy."""
+    x = torch.as_tensor(values, dtype=torch.float32, device=device)
+    if len(x) == 0:
+        return np.zeros((0,), dtype=np.float64)
+    return torch.cat([module(c) for c in torch.split(x, chunk)]).cpu().numpy().astype(np.float64)
+
+
+def check_finite(value: float, what: str) -> None:
+    """``FloatingPointError`` naming ``what`` when a training loss (or weight sum) is NaN or infinite."""
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{what} became {value} (diverged); the model was not written. Lower the "
+                                 "learning rate or check the data; the last checkpoint stays as it was")
