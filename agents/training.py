@@ -43,9 +43,9 @@ import causal_wm  # noqa: F401  (registers the environments)
 from causal_wm.agents.features import CausalFeaturesExtractor
 from causal_wm.agents.wrappers import CausalEncoderVecObservation, TrueLatentObservation
 from causal_wm.crl.image_models import ConvAutoencoder, Standardize
-from causal_wm.crl.images import prepare_images
 from causal_wm.device import resolve_device
 from causal_wm.persistence import Persistent, check_state, read_state, state_errors
+from causal_wm.pixels import prepare_images
 
 OBS_TYPES = ("pixels", "causal", "autoencoder", "true")
 ALGOS = ("ppo", "a2c", "dqn")

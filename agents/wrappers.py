@@ -23,6 +23,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from causal_wm.device import resolve_device
+from causal_wm.pixels import to_chw_float
 
 
 class EncoderModel(Protocol):
@@ -96,11 +97,11 @@ class _FrameEncoder:
         frames = np.asarray(frames)
         if frames.shape[1:] != self.shape:
             raise ValueError(f"frames must have shape (B, {', '.join(map(str, self.shape))}), got {frames.shape}")
-        x = torch.as_tensor(frames, device=self.device)
-        if self.layout == "hwc":
-            x = x.permute(0, 3, 1, 2)
         # the same float conversion as ``model.encode``, so wrapped observations equal its latents
-        x = x.float().div_(255.0)
+        if self.layout == "hwc":
+            x = to_chw_float(frames, self.device)
+        else:
+            x = torch.as_tensor(frames, device=self.device).float().div_(255.0)
         self.module.eval()
         return self.module(x).float().cpu().numpy().astype(np.float32, copy=False)
 

@@ -9,9 +9,8 @@ Importing the package registers the causal scene environments with gymnasium
     model = causal_wm.CausalWorldModel.fit(ds)
 """
 
-__version__ = "0.1.0"
-
 from causal_wm import scm
+from causal_wm._version import __version__
 from causal_wm.envs import register_envs as _register_envs
 from causal_wm.scm import SCM, Intervention
 

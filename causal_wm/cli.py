@@ -154,6 +154,13 @@ def add_fit_command(subparsers: argparse._SubParsersAction) -> None:
                         help="an image CRL model (causal_wm.crl.images) fitted on DATA: skip that stage")
     parser.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                         help="checkpoints of the representation learner (default: next to --out)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                        help="override one setting of the preset, repeatable; nested with dots, values as JSON "
+                             "(e.g. --set crl.max_per_regime=20000 --set mechanism_steps=800); the fields are "
+                             "those of causal_wm.world_model.WorldModelConfig and causal_wm.crl.images.ImageCRLConfig")
+    parser.add_argument("--pairs", default=None, metavar="JSON|find",
+                        help="the two hard interventions of every node as regime pairs, e.g. '[[1, 2], [3, 4]]', "
+                             "or 'find' to find them from the data (default: from the collection's menu)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(handler=run_fit)
 
@@ -173,12 +180,35 @@ def run_fit(args: argparse.Namespace) -> int:
 
         representation = ImageCRLResult.load(args.representation, device=args.device)
     checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.stem + "_checkpoints")
-    model = CausalWorldModel.fit(Dataset(args.data), preset=args.preset, device=args.device, seed=args.seed,
-                                 representation=representation, checkpoint_dir=checkpoints,
-                                 progress=not args.no_progress)
+    overrides = _settings(args.settings)
+    pairs = _pairs(args.pairs)
+    model = CausalWorldModel.fit(Dataset(args.data), preset=args.preset, overrides=overrides, device=args.device,
+                                 seed=args.seed, representation=representation, checkpoint_dir=checkpoints,
+                                 progress=not args.no_progress, pairs=pairs)
     model.save(out)
     print(f"{out}: {model!r}")
     return 0
+
+
+def _settings(items: Sequence[str]) -> dict[str, Any]:
+    from causal_wm.config import parse_assignments
+
+    try:
+        return parse_assignments(items)
+    except ValueError as err:
+        raise UsageError(f"--set: {err}") from None
+
+
+def _pairs(text: str | None) -> list[tuple[int, int]] | str | None:
+    if text is None or text == "find":
+        return text
+    try:
+        value = json.loads(text)
+        pairs = [(int(a), int(b)) for a, b in value]
+    except (json.JSONDecodeError, TypeError, ValueError):
+        raise UsageError(f"--pairs must be 'find' or a JSON list of regime pairs like '[[1, 2], [3, 4]]', "
+                         f"got {text!r}") from None
+    return pairs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -370,6 +400,9 @@ def add_demo_command(subparsers: argparse._SubParsersAction) -> None:
                         help="debug (seconds), cpu (default, minutes on a CPU), full (published size, GPU)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default 0)")
     parser.add_argument("--device", default="auto", help="torch device (default auto: CUDA when present)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                        help="override one setting of the preset, repeatable (e.g. --set per_regime=2000 "
+                             "--set world_model.crl.ae_epochs=8): the fields of causal_wm.demo.DemoConfig")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(handler=run_demo_command)
 
@@ -378,7 +411,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from causal_wm.demo import run_demo
 
     summary = run_demo(args.out, preset=args.preset, seed=args.seed, device=args.device,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, overrides=_settings(args.settings))
     m = summary["metrics"]
     print(f"Spearman MCC {m['mcc_spearman']:.3f}, Pearson MCC {m['mcc_pearson']:.3f}, SHD {m['shd']}; "
           f"report: {args.out}/report.md")

@@ -12,25 +12,56 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-# per_regime: frames of every regime collected; crl_preset: preset of fit_image_crl and crl: its overrides;
-# test_frames: fresh frames the model is scored on; plan_steps: env steps of each planner;
-# agent_steps: PPO steps of the agent on the learned causal features.
+from causal_wm.config import config_dict, resolve_config
+from causal_wm.world_model.config import PRESETS as WORLD_MODEL_PRESETS
+from causal_wm.world_model.config import WorldModelConfig
+
+
+@dataclass
+class DemoConfig:
+    """Settings of ``run_demo`` (presets in ``DEMO_PRESETS``, named overrides of these defaults)."""
+
+    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    """settings of the learners: the causal world model, its image CRL stage in world_model.crl"""
+    per_regime: int = 4000
+    """frames of every regime collected"""
+    test_frames: int = 2000
+    """fresh frames the learned representation is scored on"""
+    samples: int = 1000
+    """samples per intervention when imagined and real interventions are compared"""
+    plan_steps: int = 500
+    """env steps of each planner"""
+    agent_steps: int = 100_000
+    """PPO steps of the agent on the learned causal features"""
+
+
 DEMO_PRESETS: dict[str, dict[str, Any]] = {
-    "debug": {"per_regime": 150, "crl_preset": "debug", "crl": {}, "test_frames": 400, "samples": 200,
+    "debug": {"world_model": WORLD_MODEL_PRESETS["debug"], "per_regime": 150, "test_frames": 400, "samples": 200,
               "plan_steps": 40, "agent_steps": 512},
-    # fits the 15-minute budget of the demo on 2 CPU cores: the cpu preset of the learner with a shorter
-    # autoencoder schedule and earlier stopping of the classifiers
-    "cpu": {"per_regime": 4000, "crl_preset": "cpu",
-            "crl": {"ae_max_per_regime": 1200, "ae_epochs": 12, "classifier_epochs": 150, "classifier_patience": 10},
-            "test_frames": 2000, "samples": 1000, "plan_steps": 500, "agent_steps": 100_000},
-    "full": {"per_regime": 10_000, "crl_preset": "full", "crl": {}, "test_frames": 5000, "samples": 2000,
+    # fits the demo's budget on 2 CPU cores: the world model's cpu preset with a shorter autoencoder
+    # schedule and earlier stopping of the classifiers
+    "cpu": {"world_model": WORLD_MODEL_PRESETS["cpu"], "world_model.crl.ae_max_per_regime": 1200,
+            "world_model.crl.ae_epochs": 12, "world_model.crl.classifier_epochs": 150,
+            "world_model.crl.classifier_patience": 10, "per_regime": 4000, "test_frames": 2000, "samples": 1000,
+            "plan_steps": 500, "agent_steps": 100_000},
+    "full": {"world_model": WORLD_MODEL_PRESETS["full"], "per_regime": 10_000, "test_frames": 5000, "samples": 2000,
              "plan_steps": 500, "agent_steps": 100_000},
 }
+
+
+def make_demo_config(preset: str = "cpu", overrides: Mapping[str, Any] | None = None) -> DemoConfig:
+    """The demo preset's config with ``overrides`` (dotted keys, e.g. ``{"world_model.crl.ae_epochs": 5}``)."""
+    config = resolve_config(DemoConfig, DEMO_PRESETS, preset, overrides)
+    config.world_model.validate()
+    return config
+
 
 ENV_ID = "causal_wm/Balls-v0"
 
@@ -40,7 +71,8 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float | int]:
 
 
 def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: int = 0, device: str = "auto",
-             num_balls: int = 3, graph_seed: int = 0, progress: bool = True, agent: bool = True) -> dict[str, Any]:
+             num_balls: int = 3, graph_seed: int = 0, progress: bool = True, agent: bool = True,
+             overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Collect, learn, evaluate, plan, train an agent and report; returns the JSON summary (also
     written to ``out/summary.json``; the report is ``out/report.md``).
 
@@ -52,6 +84,8 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
         num_balls, graph_seed: the scene (``n = 2 * num_balls`` latents; the latent DAG is drawn from
             ``graph_seed``).
         agent: train the short PPO agent on the learned causal features.
+        overrides: settings on top of the preset (``DemoConfig`` fields, dotted for nested ones:
+            ``{"world_model.crl.max_per_regime": 2000}``); the resolved config goes into the report.
     """
     import gymnasium as gym
     import torch
@@ -63,9 +97,7 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
     from causal_wm.world_model import CausalWorldModel
     from causal_wm.world_model.scoring import intervention_errors, world_model_figures
 
-    if preset not in DEMO_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(DEMO_PRESETS)}")
-    settings = DEMO_PRESETS[preset]
+    settings = make_demo_config(preset, overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -81,7 +113,7 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
 
     t0 = time.perf_counter()
     dataset = causal_wm.collect(ENV_ID, None, out / "balls.h5", policy="balanced",
-                                per_regime=settings["per_regime"], seed=seed, env_kwargs=env_kwargs,
+                                per_regime=settings.per_regime, seed=seed, env_kwargs=env_kwargs,
                                 progress=progress)
     seconds["collect"] = time.perf_counter() - t0
 
@@ -95,13 +127,13 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
 
     # 1. causal representation learning from the images
     t0 = time.perf_counter()
-    model = fit_image_crl(dataset, preset=settings["crl_preset"], device=device, seed=seed,
-                          checkpoint_dir=out / "checkpoints", progress=progress, **settings["crl"])
+    model = fit_image_crl(dataset, preset=preset, config=settings.world_model.crl, device=device, seed=seed,
+                          checkpoint_dir=out / "checkpoints", progress=progress)
     seconds["learn"] = time.perf_counter() - t0
     model.save(out / "image_crl.pt")
 
     t0 = time.perf_counter()
-    z_test = scene.scm.sample(settings["test_frames"], None, seed=10_000 + seed)
+    z_test = scene.scm.sample(settings.test_frames, None, seed=10_000 + seed)
     x_test = scene.renderer(z_test)
     metrics = evaluate_image_crl(model, x_test, z_test, graph)
     figures.update(image_crl_figures(model, metrics, graph, out, "learned", names=names, frames=x_test))
@@ -109,12 +141,12 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
 
     # 2. the causal world model on top: mechanisms, interventions, calibration
     t0 = time.perf_counter()
-    world_model = CausalWorldModel.fit(dataset, representation=model, preset=settings["crl_preset"], seed=seed,
+    world_model = CausalWorldModel.fit(dataset, representation=model, config=settings.world_model, seed=seed,
                                        progress=progress)
     world_model.save(out / "world_model.pt")
     # interventions of the default menu: the do entries never occur in the data
     menu_env = gym.make(ENV_ID, **scene_kwargs)
-    rows = intervention_errors(world_model, menu_env, samples=settings["samples"], seed=seed)
+    rows = intervention_errors(world_model, menu_env, samples=settings.samples, seed=seed)
     in_data = {iv for iv in dataset.menu if iv is not None}
     imagined = {
         "seen": _mean_errors([r for a, r in enumerate(rows) if menu_env.unwrapped.interventions[a] in in_data]),
@@ -128,7 +160,7 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
     # 3. planning on the reach task with the default menu (do interventions: never in the data)
     t0 = time.perf_counter()
     reach = gym.make(ENV_ID, **scene_kwargs, task="reach")
-    planning = compare_planners(world_model, reach, steps=settings["plan_steps"], seed=seed)
+    planning = compare_planners(world_model, reach, steps=settings.plan_steps, seed=seed)
     figures["planning"] = str(out / "planning.png")
     _plot_planning(planning, figures["planning"])
     seconds["plan"] = time.perf_counter() - t0
@@ -137,7 +169,7 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
     agent_summary: dict[str, Any] | None = None
     if agent:
         t0 = time.perf_counter()
-        agent_summary = _train_agent(out, world_model_path=out / "world_model.pt", steps=settings["agent_steps"],
+        agent_summary = _train_agent(out, world_model_path=out / "world_model.pt", steps=settings.agent_steps,
                                      seed=seed, scene_kwargs=scene_kwargs, device=device)
         figures["agent"] = agent_summary.pop("figure")
         seconds["agent"] = time.perf_counter() - t0
@@ -145,7 +177,7 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
     env.close()
 
     summary = {
-        "env_id": ENV_ID, "env_kwargs": env_kwargs, "preset": preset, "settings": settings, "seed": seed,
+        "env_id": ENV_ID, "env_kwargs": env_kwargs, "preset": preset, "settings": config_dict(settings), "seed": seed,
         "device": str(model.device), "torch": torch.__version__, "package_version": causal_wm.__version__,
         "dataset": {"path": str(dataset.path), "rows": len(dataset), "regimes": len(regimes)},
         "true_graph": graph.tolist(), "learned_graph_aligned": np.asarray(model.graph)[
@@ -309,5 +341,9 @@ def _report(summary: dict[str, Any]) -> str:
             f"![agent]({f['agent']})" if "agent" in f else "",
             "",
         ]
-    lines += [f"Seconds: {timing}.", ""]
+    lines += [f"Seconds: {timing}.", "",
+              f"## Settings (preset `{summary['preset']}`, resolved)", "",
+              "Every value can be changed with `causal-wm demo --set KEY=VALUE` (e.g. "
+              "`--set world_model.crl.max_per_regime=2000`).", "",
+              "```json", json.dumps(summary["settings"], indent=1), "```", ""]
     return "\n".join(lines)

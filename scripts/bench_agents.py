@@ -21,16 +21,15 @@ resumes and skips finished runs of the same settings); the curves go to
 ``benchmarks/results/agents_curves.png``, TensorBoard logs and monitor files to ``--runs-dir``.
 
     nice python scripts/bench_agents.py --model-path model.pt --dataset balls.h5
-    python scripts/bench_agents.py --quick          # smoke test: tiny budgets, trains its own tiny models
+    python scripts/bench_agents.py --quick          # smoke test: tiny budgets, trains its own tiny models,
+                                                    # writes under ./bench_out/agents/
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,11 +43,9 @@ import torch
 import causal_wm
 from causal_wm.agents.planners import OneStepPlanner
 from causal_wm.agents.training import PlainAutoencoder, TrainConfig, algo_settings, train
-from causal_wm.config import add_config_arguments
+from causal_wm.benchmarking import RESULTS_DIR, parse_config, quick_dir, write_json
 from causal_wm.device import machine_info
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 OBS_TYPES = ("pixels", "causal", "autoencoder", "true")
 ENCODER_TYPES = ("causal", "autoencoder")
 # the SCM's task settings; a data collection for the encoders uses the same scene without them
@@ -103,28 +100,22 @@ class BenchConfig:
     """episodes of the oracle one-step planner (reference only)"""
     runs_dir: str = "runs/bench_agents"
     """TensorBoard logs, monitor files, agents and the script's own models"""
-    output: str = str(RESULTS / "agents.json")
+    output: str = str(RESULTS_DIR / "agents.json")
     """the results JSON (the PNG is written next to it)"""
     device: str = "auto"
     """torch device"""
     quick: bool = False
-    """smoke test: tiny budgets, debug-preset models"""
+    """smoke test: tiny budgets, debug-preset models; writes under ./bench_out/agents/"""
 
 
-def quick_overrides(config: BenchConfig) -> BenchConfig:
-    return dataclasses.replace(config, seeds=1, total_timesteps=1024, n_envs=2, crl_preset="debug",
-                               crl_per_regime=150, ae_per_regime=60, ae_epochs=1, random_episodes=4,
-                               planner_episodes=1, grid_points=10)
+# the defaults of a --quick run (options given explicitly still win)
+QUICK = {"seeds": 1, "total_timesteps": 1024, "n_envs": 2, "crl_preset": "debug", "crl_per_regime": 150,
+         "ae_per_regime": 60, "ae_epochs": 1, "random_episodes": 4, "planner_episodes": 1, "grid_points": 10,
+         "output": str(quick_dir("agents") / "agents.json"), "runs_dir": str(quick_dir("agents") / "runs")}
 
 
 def scene_name(env_id: str) -> str:
     return env_id.split("/")[-1]
-
-
-def write_json(path: Path, report: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, path)
 
 
 # --- models -----------------------------------------------------------------------------------------
@@ -353,8 +344,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
 # --- the benchmark ----------------------------------------------------------------------------------
 def run(config: BenchConfig) -> dict[str, Any]:
     torch.set_num_threads(1)
-    if config.quick:
-        config = quick_overrides(config)
     obs_types = [t.strip() for t in config.obs_types.split(",") if t.strip()]
     unknown = sorted(set(obs_types) - set(OBS_TYPES))
     if unknown:
@@ -475,12 +464,12 @@ def print_table(report: dict[str, Any]) -> None:
             print(f"  goal: {s['goal']}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, BenchConfig)
-    config = BenchConfig(**vars(parser.parse_args(argv)))
-    print_table(run(config))
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    config = parse_config(BenchConfig, argv, description=__doc__, quick=QUICK, outputs=("output", "runs_dir"))
+    report = run(config)
+    print_table(report)
+    print(f"wrote {config.output}")
+    return report
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import gymnasium as gym
 import matplotlib

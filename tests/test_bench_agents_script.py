@@ -12,22 +12,19 @@ import numpy as np
 import pytest
 import torch
 
+from causal_wm.agents import training
+from causal_wm.config import field_docs
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import bench_agents  # noqa: E402
-import train_agent  # noqa: E402
-
-from causal_wm.agents import training  # noqa: E402
-from causal_wm.config import field_docs  # noqa: E402
 
 torch.set_num_threads(1)
 
 
 def test_bench_agents_quick(tmp_path):
     out = tmp_path / "agents.json"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_agents.py"), "--quick", "--output", str(out),
-                    "--runs-dir", str(tmp_path / "runs")], check=True, capture_output=True, timeout=300)
+    command = [sys.executable, str(ROOT / "scripts" / "bench_agents.py"), "--quick", "--output", str(out),
+               "--runs-dir", str(tmp_path / "runs")]
+    subprocess.run(command, check=True, capture_output=True, timeout=300, cwd=tmp_path)
     report = json.loads(out.read_text())
     assert {"cpu_count", "torch", "numpy", "date"} <= set(report["machine"])
     assert set(report["runs"]) == {f"Balls-v0/{t}/0" for t in ("pixels", "causal", "autoencoder", "true")}
@@ -43,7 +40,7 @@ def test_bench_agents_quick(tmp_path):
     assert (tmp_path / "agents_curves.png").stat().st_size > 0
     # a second call resumes: every run is already there, nothing is trained again
     before = {k: v["wall_s"] for k, v in report["runs"].items()}
-    bench_agents.run(bench_agents.BenchConfig(quick=True, output=str(out), runs_dir=str(tmp_path / "runs")))
+    subprocess.run(command, check=True, capture_output=True, timeout=300, cwd=tmp_path)
     assert {k: v["wall_s"] for k, v in json.loads(out.read_text())["runs"].items()} == before
 
     # the script's own causal model also serves as a fine-tuned features extractor
@@ -54,10 +51,9 @@ def test_bench_agents_quick(tmp_path):
     assert result["timesteps"] >= 256
 
 
-def test_train_agent_help_lists_every_field_with_its_docstring(capsys):
-    with pytest.raises(SystemExit):
-        train_agent.parse_args(["--help"])
-    text = capsys.readouterr().out
+def test_train_agent_help_lists_every_field_with_its_docstring():
+    text = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_agent.py"), "--help"], check=True,
+                          capture_output=True, text=True, timeout=120).stdout
     for name, doc in field_docs(training.TrainConfig).items():
         assert f"--{name.replace('_', '-')}" in text
         assert doc.split()[0] in text
@@ -98,8 +94,8 @@ def test_plain_autoencoder_round_trips_and_has_standardised_codes(tmp_path):
 
 def test_bad_configs_are_rejected():
     with pytest.raises(ValueError, match="obs_type"):
-        train_agent.check_config(training.TrainConfig(obs_type="rgb"))
+        training.check_config(training.TrainConfig(obs_type="rgb"))
     with pytest.raises(ValueError, match="needs model_path"):
-        train_agent.check_config(training.TrainConfig(obs_type="causal"))
+        training.check_config(training.TrainConfig(obs_type="causal"))
     with pytest.raises(ValueError, match="fine_tune"):
-        train_agent.check_config(training.TrainConfig(obs_type="causal", model_path="m.pt", fine_tune=True))
+        training.check_config(training.TrainConfig(obs_type="causal", model_path="m.pt", fine_tune=True))

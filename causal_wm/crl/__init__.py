@@ -14,34 +14,32 @@
 - ``pairing``: which interventions hit the same node (from a menu, or found from the data).
 - ``Representation``: the protocol every learner's result satisfies and the world model accepts.
 
-The torch-based learners (``gscale_i``, ``fit_image_crl``) are imported on first use, so the linear
-algorithms stay light.
+Every name is imported on first use.
 """
 
-from causal_wm.crl import dag, metrics
-from causal_wm.crl.dag import closest_dag
-from causal_wm.crl.lscale import LinearCRLResult, lscale_i
-from causal_wm.crl.representation import Representation, register_representation, representation_from_state
-from causal_wm.crl.umni import UMNIResult, umni_crl
+import importlib
+
+# every learner imports numpy/scipy/torch: load on first use (``from causal_wm.crl import lscale_i``
+# works as usual), so that reading a config (``causal_wm.crl.images.config``) stays light
+_LAZY = {
+    "lscale_i": "lscale", "LinearCRLResult": "lscale",
+    "umni_crl": "umni", "UMNIResult": "umni",
+    "gscale_i": "gscale", "GScaleResult": "gscale",
+    "fit_image_crl": "images", "ImageCRLResult": "images",
+    "find_pairs": "pairing", "pairs_from_menu": "pairing", "bayes_accuracy": "pairing",
+    "closest_dag": "dag",
+    "Representation": "representation", "register_representation": "representation",
+    "representation_from_state": "representation",
+    "score_differences": "scores", "score_differences_between": "scores", "score_error": "scores",
+}
+_MODULES = ("dag", "metrics", "pairing", "scores", "lscale", "umni", "gscale", "images", "representation")
 
 
 def __getattr__(name: str):
-    if name in ("gscale_i", "GScaleResult"):
-        from causal_wm.crl import gscale
-
-        return getattr(gscale, name)
-    if name in ("find_pairs", "pairs_from_menu", "bayes_accuracy", "pairing"):
-        from causal_wm.crl import pairing
-
-        return pairing if name == "pairing" else getattr(pairing, name)
-    if name in ("fit_image_crl", "ImageCRLResult"):
-        from causal_wm.crl import images
-
-        return getattr(images, name)
-    if name in ("score_differences", "score_differences_between", "score_error", "scores"):
-        from causal_wm.crl import scores
-
-        return scores if name == "scores" else getattr(scores, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"causal_wm.crl.{_LAZY[name]}"), name)
+    if name in _MODULES:
+        return importlib.import_module(f"causal_wm.crl.{name}")
     raise AttributeError(f"module 'causal_wm.crl' has no attribute {name!r}")
 
 

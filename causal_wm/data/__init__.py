@@ -11,10 +11,10 @@ from causal_wm.data.dataset import Dataset
 from causal_wm.data.format import SCHEMA_VERSION, DatasetError
 from causal_wm.data.policies import (
     ActingPolicy,
+    AgentPolicy,
     BalancedPolicy,
     CallablePolicy,
     MixPolicy,
-    ModelPolicy,
     Policy,
     SeeingPolicy,
 )
@@ -22,12 +22,12 @@ from causal_wm.data.policies import (
 __all__ = [
     "SCHEMA_VERSION",
     "ActingPolicy",
+    "AgentPolicy",
     "BalancedPolicy",
     "CallablePolicy",
     "Dataset",
     "DatasetError",
     "MixPolicy",
-    "ModelPolicy",
     "Policy",
     "SeeingPolicy",
     "collect",

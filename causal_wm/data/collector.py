@@ -48,10 +48,10 @@ from causal_wm.data.format import (
 )
 from causal_wm.data.policies import (
     ActingPolicy,
+    AgentPolicy,
     BalancedPolicy,
     CallablePolicy,
     MixPolicy,
-    ModelPolicy,
     Policy,
     SeeingPolicy,
     finite_actions,
@@ -500,7 +500,7 @@ def _make_policy(kind: str, seeing_fraction: float | None, policy_arg: Any, lane
     if kind == "callable":
         return CallablePolicy(policy_arg)
     if kind == "model":
-        return ModelPolicy(policy_arg)
+        return AgentPolicy(policy_arg)
     if kind == "acting":
         return ActingPolicy(lanes.num, action_list, lanes.action_space)
     if kind == "balanced":

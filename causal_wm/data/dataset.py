@@ -252,7 +252,7 @@ class Dataset:
 
     def images(self, idx: Index, device: Any = "cpu") -> Any:
         """Torch-ready images: float32 ``(m, C, H, W)`` in ``[0, 1]`` on ``device``."""
-        from causal_wm.data._torch import to_chw_float
+        from causal_wm.pixels import to_chw_float
 
         return to_chw_float(self.observations(idx), device)
 
@@ -267,8 +267,8 @@ class Dataset:
         """
         import torch
 
-        from causal_wm.data._torch import to_chw_float
         from causal_wm.device import resolve_device
+        from causal_wm.pixels import to_chw_float
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")

@@ -211,7 +211,7 @@ class CallablePolicy(Policy):
         return self.fn(obs)
 
 
-class ModelPolicy(Policy):
+class AgentPolicy(Policy):
     """A stable-baselines3 model (or anything with ``predict(obs, deterministic=...) -> (action, state)``).
 
     Queried with ``deterministic=False`` so the data explores; the sampling then uses torch's global

@@ -6,11 +6,25 @@ and decoder that connect it to observations (see ``causal_wm.world_model.model``
     z = model.sample(1000, Intervention.do(1, 1.5))  # (1000, n) imagined latents
 """
 
-from causal_wm.world_model.baseline import ActionConditionedModel, intervention_features
 from causal_wm.world_model.config import PRESETS, WorldModelConfig, make_config
-from causal_wm.world_model.evaluation import distribution_distances, gaussian_w2, mmd, success_rate
-from causal_wm.world_model.mechanisms import NodeMechanism, QuantileNoise
-from causal_wm.world_model.model import CausalWorldModel, MenuModel, encode_dataset, load_model
+
+# the model, the baseline and the metrics import torch: load them on first use, so that reading the
+# presets (the command line's --help, the demo's settings) stays light
+_LAZY = {
+    "ActionConditionedModel": "baseline", "intervention_features": "baseline",
+    "distribution_distances": "evaluation", "gaussian_w2": "evaluation", "mmd": "evaluation",
+    "success_rate": "evaluation", "NodeMechanism": "mechanisms", "QuantileNoise": "mechanisms",
+    "CausalWorldModel": "model", "MenuModel": "model", "encode_dataset": "model", "load_model": "model",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"causal_wm.world_model.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'causal_wm.world_model' has no attribute {name!r}")
+
 
 __all__ = [
            "PRESETS",

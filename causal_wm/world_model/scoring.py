@@ -32,7 +32,7 @@ def _scene(env: Any) -> Any:
 
 def _distances(model: Any, imagined: np.ndarray, real: np.ndarray, real_mean: Any, seed: int) -> dict[str, float]:
     """Distances between imagined and real latents, and the mean-frame error of the decoded imagination."""
-    from causal_wm.crl.images import prepare_images
+    from causal_wm.pixels import prepare_images
     from causal_wm.world_model.evaluation import distribution_distances
 
     out = distribution_distances(imagined, real, seed=seed)
@@ -52,7 +52,7 @@ def intervention_errors(model: Any, env: Any, *, samples: int = 1000, seed: int 
     ``sample(num, intervention, seed=...)`` in the same latent space, e.g. a non-causal baseline) are
     scored on the same real samples, under ``row[name]``.
     """
-    from causal_wm.crl.images import prepare_images
+    from causal_wm.pixels import prepare_images
 
     scene = _scene(env)
     actions = list(range(len(scene.interventions))) if actions is None else list(actions)
@@ -100,7 +100,8 @@ def world_model_figures(model: Any, metrics: dict[str, Any], env: Any, folder: s
     """PNGs: the representation figures (MCC matrix, true vs learned graph, traversals,
     reconstructions) and imagined interventions next to real ones (those the data never showed first).
     Returns ``{name: path}``."""
-    from causal_wm.crl.images import image_crl_figures, prepare_images
+    from causal_wm.crl.images import image_crl_figures
+    from causal_wm.pixels import prepare_images, to_hwc_uint8
     from causal_wm.viz import image_grid
 
     scene = _scene(env)
@@ -127,7 +128,7 @@ def world_model_figures(model: Any, metrics: dict[str, Any], env: Any, folder: s
     for a in chosen:
         iv = scene.interventions[a]
         frames = scene.renderer(scene.scm.sample(5, iv, seed=seed + a))
-        real = (prepare_images(frames, model.image_size).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        real = to_hwc_uint8(prepare_images(frames, model.image_size))
         rows.append(np.concatenate([real, model.sample_observations(5, iv, seed=seed + a)]))
         labels.append(iv.label())
     if rows:

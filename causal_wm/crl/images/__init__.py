@@ -63,12 +63,25 @@ Modules: ``config`` (settings and presets), ``frames`` (reading and batching fra
 ``evaluation`` (scores against ground truth and figures).
 """
 
+import importlib
+
 from causal_wm.crl.images.config import PRESETS, ROUTES, ImageCRLConfig, make_config
-from causal_wm.crl.images.evaluation import evaluate_image_crl, image_crl_figures
-from causal_wm.crl.images.pipeline import fit_image_crl
-from causal_wm.crl.images.result import FORMAT, FORMAT_VERSION, ImageCRLResult
-from causal_wm.crl.pairing import bayes_accuracy, pairs_from_menu
-from causal_wm.pixels import prepare_images
+
+# the pipeline, the result and the figures import torch: load them on first use
+_LAZY = {
+    "evaluate_image_crl": "causal_wm.crl.images.evaluation", "image_crl_figures": "causal_wm.crl.images.evaluation",
+    "fit_image_crl": "causal_wm.crl.images.pipeline", "FORMAT": "causal_wm.crl.images.result",
+    "FORMAT_VERSION": "causal_wm.crl.images.result", "ImageCRLResult": "causal_wm.crl.images.result",
+    "bayes_accuracy": "causal_wm.crl.pairing", "pairs_from_menu": "causal_wm.crl.pairing",
+    "prepare_images": "causal_wm.pixels",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'causal_wm.crl.images' has no attribute {name!r}")
+
 
 __all__ = [
     "FORMAT",
