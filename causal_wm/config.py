@@ -142,6 +142,8 @@ def apply_overrides(config: C, overrides: Mapping[str, Any] | None) -> C:
                 raise ValueError(f"setting {key!r} is a group of settings ({type(current).__name__}); give "
                                  f"its fields, e.g. {key}.<field>=value")
             changes[key] = apply_overrides(current, value)
+        elif isinstance(value, Mapping) and not str(fields[key].type).startswith(("dict", "Mapping")):
+            raise ValueError(f"setting {key!r} is a value, not a group of settings; set it as {key}=value")
         else:
             changes[key] = _coerce(value, fields[key].type, key)
     out = dataclasses.replace(config, **changes)  # type: ignore[type-var]
