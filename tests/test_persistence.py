@@ -151,7 +151,7 @@ def test_every_bad_file_gives_one_clear_error(name, tmp_path):
     # another object's file: names what it holds and what was expected
     other_name = "lscale" if name != "lscale" else "umni"
     other = _built(other_name)[0].save(tmp_path / "other.pt")
-    with pytest.raises(ModelFileError, match="it holds an? ") as info:
+    with pytest.raises(ModelFileError, match=r"it holds an? ") as info:
         cls.load(other)
     assert "other.pt" in str(info.value)
     # a torch file without a format tag, and one of a future version
@@ -165,7 +165,7 @@ def test_every_bad_file_gives_one_clear_error(name, tmp_path):
     # a damaged state (a part missing): no bare KeyError
     damaged = {k: v for i, (k, v) in enumerate(state.items()) if k in ("format", "version") or i % 2}
     torch.save(damaged, tmp_path / "damaged.pt")
-    with pytest.raises(ModelFileError, match="damaged.pt"):
+    with pytest.raises(ModelFileError, match=r"damaged\.pt"):
         cls.load(tmp_path / "damaged.pt")
 
 
@@ -185,5 +185,5 @@ def test_save_state_adds_the_tag_and_load_state_checks_it(tmp_path):
     assert state["format"] == "causal_wm.test" and state["version"] == 3 and torch.equal(state["a"], torch.ones(2))
     with pytest.raises(ModelFileError, match="format version 3"):
         load_state(path, format="causal_wm.test", version=(1, 2))
-    with pytest.raises(ModelFileError, match="is not a file of format 'causal_wm.other'"):
+    with pytest.raises(ModelFileError, match=r"is not a file of format 'causal_wm\.other'"):
         load_state(path, format="causal_wm.other", version=3)

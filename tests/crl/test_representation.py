@@ -112,8 +112,8 @@ class KnownMixing:
         return self
 
     def state(self):
-        return {"format": self.FORMAT, "unmixing": torch.as_tensor(self.unmixing),
-                "graph": torch.as_tensor(self.graph), "env_targets": [[r, list(t)] for r, t in self.env_targets.items()]}
+        return {"format": self.FORMAT, "unmixing": torch.as_tensor(self.unmixing), "graph": torch.as_tensor(self.graph),
+                "env_targets": [[r, list(t)] for r, t in self.env_targets.items()]}
 
     @classmethod
     def from_state(cls, state, device="auto", source="state"):
@@ -167,5 +167,5 @@ def test_world_model_names_what_a_non_representation_lacks():
 def test_an_unregistered_format_cannot_be_loaded(tmp_path):
     from causal_wm.crl import representation_from_state
 
-    with pytest.raises(ModelFileError, match="unknown representation format 'tests.unknown'.*register_representation"):
+    with pytest.raises(ModelFileError, match=r"unknown representation format 'tests\.unknown'.*register_rep"):
         representation_from_state({"format": "tests.unknown"})
