@@ -182,13 +182,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
             continue  # nested configs are set with --set group.field=value
         option = f"--{f.name.replace('_', '-')}"
         kinds = {part.strip() for part in str(f.type).split("|")}
-        help_text = docs.get(f.name, "") + " (default: %(default)s)"
+        doc = docs.get(f.name, "").replace("%", "%%")  # argparse formats help with %
+        help_text = doc + " (default: %(default)s)"
         if kinds == {"bool"}:
             parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=help_text)
             continue
         if any(k.startswith(("dict", "list", "tuple")) for k in kinds):
             caster: Any = json.loads
-            help_text = docs.get(f.name, "") + f" (JSON; default: {json.dumps(default)})"
+            help_text = doc + " (JSON; default: " + json.dumps(default).replace("%", "%%") + ")"
         elif "int" in kinds and "float" not in kinds and "str" not in kinds:
             caster = int
         elif "float" in kinds and "str" not in kinds:

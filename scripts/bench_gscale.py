@@ -1,4 +1,4 @@
-"""Benchmark of GSCALE-I (SCIENCE.md sections 4, 6 and 7) -> benchmarks/results/gscale.json.
+"""Benchmark of GSCALE-I (docs/science.md sections 4, 6 and 7) -> benchmarks/results/gscale.json.
 
 Vector part (``--part vector``): quadratic latent SCM, ``tanh(G z)`` mixing, ``n = 8``,
 ``d in {8, 25, 40}``, two hard interventions per node (noise variance x0.25 and x4), environments
@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from causal_wm.benchmarking import RESULTS_DIR, parse_config, quick_dir, update_json
 from causal_wm.device import machine_info
 
-# AISTATS 2024 poster, estimated (SSM) scores, n = 8: normalised Z error and SHD (SCIENCE.md section 7)
+# AISTATS 2024 poster, estimated (SSM) scores, n = 8: normalised Z error and SHD (docs/science.md section 7)
 PUBLISHED = {8: {"z_error": 0.70, "shd": 11.9}, 25: {"z_error": 0.68, "shd": 10.5}, 40: {"z_error": 0.71, "shd": 11.8}}
 PUBLISHED_ORACLE = {8: {"z_error": 0.16, "shd": 1.56}, 25: {"z_error": 0.20, "shd": 1.55},
                     40: {"z_error": 0.21, "shd": 1.14}}

@@ -1,6 +1,6 @@
 """Reproduction benchmark for linear mixing: LSCALE-I (and UMNI-CRL, the benchmark of scripts/bench_umni.py).
 
-Published LSCALE-I settings (SCIENCE.md section 6): hard and soft single-node interventions,
+Published LSCALE-I settings (docs/science.md section 6): hard and soft single-node interventions,
 (n, d) = (5, 100) and (8, 100), N = 5k, 10k, 50k samples per environment, oracle and Gaussian
 score differences, Erdős–Rényi graphs with edge probability 0.5, linear Gaussian SCMs, mixing
 ``G = Q R``. Every run draws a new problem (seed ``--seed + run``); oracle and Gaussian scores share
@@ -50,7 +50,7 @@ from causal_wm.scm import (
     transitive_closure,
 )
 
-# Official code (acarturk-e/score-based-crl at abb5a09) measured on this machine, SCIENCE.md section 8
+# Official code (acarturk-e/score-based-crl at abb5a09) measured on this machine, docs/science.md section 8
 # (100 runs per row, SHD with reversal = 1, hard interventions).
 REFERENCE = {
     "hard/gaussian/n5_d100_N50000": {"mcc_pearson": 0.993, "shd": 0.87, "edge_precision": 0.91,

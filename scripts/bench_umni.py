@@ -1,4 +1,4 @@
-"""UMNI-CRL reproduction benchmark (SCIENCE.md sections 6 and 7): linear Gaussian latents, linear
+"""UMNI-CRL reproduction benchmark (docs/science.md sections 6 and 7): linear Gaussian latents, linear
 mixing, d = 50, n = 4..8, N = 100k per environment, hard and soft unknown multi-node interventions.
 
 Design of the published experiments (and of ``causal_wm.scm.umni_problem``): target matrix =

@@ -20,7 +20,7 @@ from causal_wm.benchmarking import REPO_ROOT, RESULTS_DIR, parse_config, quick_d
 README = REPO_ROOT / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
-# SCIENCE.md section 8: the official code on this machine (LSCALE-I, gaussian scores, SHD reversal = 1)
+# docs/science.md section 8: the official code on this machine (LSCALE-I, gaussian scores, SHD reversal = 1)
 OFFICIAL_LSCALE = {(5, 50_000): (0.993, 0.87), (8, 50_000): (0.984, 3.81), (8, 10_000): (0.945, 10.8)}
 
 

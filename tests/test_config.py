@@ -154,4 +154,8 @@ def test_cli_fit_rejects_bad_settings_before_any_work(tmp_path, capsys):
     assert "--set: a setting must look like key=value" in capsys.readouterr().err
     assert main(["fit", str(data), "--out", str(tmp_path / "m.pt"), "--pairs", "[[1]]"]) == 2
     assert "--pairs must be 'find' or a JSON list" in capsys.readouterr().err
+    # --pairs reaches the learner: a regime the data lacks is refused before training
+    assert main(["fit", str(data), "--out", str(tmp_path / "m.pt"), "--preset", "debug", "--pairs",
+                 "[[1, 2], [3, 99]]", "--no-progress"]) == 2
+    assert "regimes [99] of the pairs have no frames" in capsys.readouterr().err
     assert causal_wm is not None
