@@ -45,7 +45,7 @@ from causal_wm.agents.wrappers import CausalEncoderVecObservation, TrueLatentObs
 from causal_wm.crl.image_models import ConvAutoencoder, Standardize
 from causal_wm.device import resolve_device
 from causal_wm.persistence import Persistent, check_state, read_state, state_errors
-from causal_wm.pixels import prepare_images
+from causal_wm.pixels import check_frames, prepare_images
 
 OBS_TYPES = ("pixels", "causal", "autoencoder", "true")
 ALGOS = ("ppo", "a2c", "dqn")
@@ -127,6 +127,7 @@ class PlainAutoencoder(Persistent):
     @torch.no_grad()
     def encode(self, images: Any, batch_size: int = 1024) -> np.ndarray:
         """Codes ``(N, n)`` float32 of uint8 frames ``(N, H, W, 3)`` or float ``(N, 3, H, W)`` in ``[0, 1]``."""
+        check_frames(images)
         module = self.encoder_module().eval()
         device = next(self.autoencoder.parameters()).device
         out = [module(prepare_images(images[s: s + batch_size], self.image_size).to(device)).cpu()

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["prepare_images", "to_chw_float", "to_hwc_uint8"]
+__all__ = ["check_frames", "check_latents", "frame_statistics", "frames_differ", "prepare_images", "to_chw_float",
+           "to_hwc_uint8"]
 
 
 def to_chw_float(images: Any, device: Any = None) -> torch.Tensor:
@@ -64,3 +65,58 @@ def prepare_images(images: Any, image_size: int) -> torch.Tensor:
     if size % image_size == 0:
         return F.avg_pool2d(x, size // image_size)
     return F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def check_frames(images: Any) -> None:
+    """``ValueError`` unless ``images`` are uint8 ``(N, H, W, 3)`` or finite floats ``(N, 3, H, W)`` in
+    ``[0, 1]`` (float frames in ``[0, 255]`` would encode to latents off by orders of magnitude)."""
+    x = torch.as_tensor(images)
+    if x.ndim != 4:
+        raise ValueError(f"images must be uint8 (N, H, W, 3) or float (N, 3, H, W), got shape {tuple(x.shape)}")
+    if x.dtype == torch.uint8 or x.numel() == 0:
+        return
+    if not x.is_floating_point():
+        raise ValueError(f"images must be uint8 or float in [0, 1], got dtype {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("images contain NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1e-6 or hi > 1.0 + 1e-6:
+        hint = " (they look like 0..255: pass uint8 frames or divide by 255)" if hi > 1.5 else ""
+        raise ValueError(f"float images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]{hint}")
+
+
+def check_latents(z: Any, n: int) -> np.ndarray:
+    """Latents as float ``(N, n)``; ``ValueError`` for another shape or NaN / infinite values."""
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] != n:
+        raise ValueError(f"latents must have shape (N, {n}), got {z.shape}")
+    if not np.all(np.isfinite(z)):
+        raise ValueError("latents contain NaN or infinite values")
+    return z
+
+
+def frame_statistics(frames: np.ndarray) -> dict[str, Any]:
+    """What a model remembers of its training frames uint8 ``(N, H, W, 3)``: the frame shape, the mean
+    of every channel in ``[0, 1]`` and the spread of per-frame channel means (for ``frames_differ``)."""
+    x = np.asarray(frames, dtype=np.float64) / 255.0
+    per_frame = x.mean(axis=(1, 2))  # (N, 3)
+    return {"shape": list(frames.shape[1:]), "channel_mean": per_frame.mean(axis=0).tolist(),
+            "frame_mean_std": per_frame.std(axis=0).tolist()}
+
+
+def frames_differ(frames: Any, stats: dict[str, Any]) -> str | None:
+    """Why uint8 ``frames`` ``(N, H, W, 3)`` do not look like the training frames described by ``stats``
+    (another frame size, or channel means far outside the training spread), or None."""
+    x = np.asarray(frames)
+    if x.dtype != np.uint8 or x.ndim != 4 or not len(x):
+        return None
+    if list(x.shape[1:]) != list(stats["shape"]):
+        return f"frames are {tuple(x.shape[1:])}, the model was fitted on {tuple(stats['shape'])} frames"
+    sample = x[:: max(1, len(x) // 256)]
+    mean = sample.astype(np.float64).mean(axis=(0, 1, 2)) / 255.0
+    ref, spread = np.asarray(stats["channel_mean"]), np.asarray(stats["frame_mean_std"])
+    tolerance = 6.0 * spread / np.sqrt(len(sample)) + 0.5 * spread + 0.03
+    if np.any(np.abs(mean - ref) > tolerance):
+        return (f"their mean colour {np.round(mean, 3).tolist()} is far from the training frames' "
+                f"{np.round(ref, 3).tolist()} (another scene?)")
+    return None

@@ -146,6 +146,8 @@ class LinearEncoderResult(Persistent):
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.d:
             raise ValueError(f"observations must have shape (N, {self.d}), got {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("observations contain NaN or infinite values")
         return x
 
     def encode(self, x: Any) -> np.ndarray:
@@ -155,10 +157,9 @@ class LinearEncoderResult(Persistent):
     def decode(self, z: Any) -> np.ndarray:
         """Least-squares observations ``(N, d)`` of learned latents ``z`` ``(N, n)`` (pseudo-inverse of
         the encoder: exact on the ``n``-dim signal subspace, up to the data's mean)."""
-        z = np.asarray(z, dtype=np.float64)
-        if z.ndim != 2 or z.shape[1] != self.n:
-            raise ValueError(f"latents must have shape (N, {self.n}), got {z.shape}")
-        return z @ np.linalg.pinv(self.encoder).T
+        from causal_wm.pixels import check_latents
+
+        return check_latents(z, self.n) @ np.linalg.pinv(self.encoder).T
 
     def encoder_module(self) -> nn.Module:
         """``nn.Linear(d, n, bias=False)`` holding the encoder (float32, frozen)."""

@@ -34,6 +34,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -373,7 +374,7 @@ class CausalWorldModel(Persistent):
         consecutive rows (rows in episode order) for the persistence estimate. ``preset``, ``config``
         and ``overrides`` as in ``fit`` (only the mechanism settings matter here).
         """
-        regimes = np.asarray(regimes, dtype=np.int64).reshape(-1)
+        regimes = check_regimes(regimes, menu)
         if len(regimes) != len(observations):
             raise ValueError(f"{len(observations)} observations but {len(regimes)} regime labels")
         name = "custom" if config is not None else preset_name(preset, "cpu")
@@ -407,6 +408,12 @@ class CausalWorldModel(Persistent):
             raise ValueError("the data has no observational rows (regime 0)")
         unknown = [r for r in present if r not in env_targets]
         known = np.isin(regimes, [r for r in present if r in env_targets])
+        if unknown:
+            counts = {r: int(np.sum(regimes == r)) for r in unknown}
+            warnings.warn(f"rows of regimes {counts} (regime: rows) are not used: the representation names no "
+                          f"learned latents for them (its env_targets cover regimes {sorted(env_targets)}), so "
+                          "neither their mechanisms nor their interventions can be learned", UnusedRowsWarning,
+                          stacklevel=3)
         diagnostics: dict[str, Any] = {"rows": len(z), "unused_regimes": unknown, "preset": preset,
                                        "config": config_dict(config)}
         # mechanisms on every row whose regime leaves the node alone
@@ -581,6 +588,34 @@ def _fit_persistence(model: CausalWorldModel, z: np.ndarray, regimes: np.ndarray
     significant = raw > 3.0 / math.sqrt(len(idx))
     rho = np.where(significant, np.clip(raw, 0.0, 0.99), 0.0)
     return rho, {"pairs": len(idx), "raw": raw.tolist()}
+
+
+class UnusedRowsWarning(UserWarning):
+    """Rows of the data that a fit cannot use (their regime's targets are unknown to the representation)."""
+
+
+def check_regimes(regimes: Any, menu: Sequence[Any] | None = None) -> np.ndarray:
+    """Regime labels ``(N,)`` as int64, refusing what would be silently wrong: floats that are not
+    whole numbers (or any float array with a fractional part), negative labels, non-finite values and,
+    with a menu, labels outside it (regime ``k`` is ``menu[k]``)."""
+    raw = np.asarray(regimes)
+    if raw.dtype == bool or raw.dtype.kind not in "iuf":
+        raise ValueError(f"regime labels must be integers, got dtype {raw.dtype}")
+    raw = raw.reshape(-1)
+    if raw.dtype.kind == "f":
+        if not np.all(np.isfinite(raw)):
+            raise ValueError("regime labels contain NaN or infinite values")
+        if np.any(raw != np.round(raw)):
+            bad = raw[raw != np.round(raw)][:3].tolist()
+            raise ValueError(f"regime labels must be whole numbers, got e.g. {bad}")
+    labels = raw.astype(np.int64)
+    if len(labels) and labels.min() < 0:
+        raise ValueError(f"regime labels must be >= 0 (0 observational, k the k-th menu entry), got {labels.min()}")
+    if menu is not None and len(labels) and labels.max() >= len(menu):
+        outside = sorted(int(r) for r in np.unique(labels[labels >= len(menu)]))
+        raise ValueError(f"regimes {outside} are not in the menu (regimes 0..{len(menu) - 1}); pass the menu the "
+                         "data was collected with")
+    return labels
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "auto") -> Any:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from causal_wm.crl.images.result import ImageCRLResult, _build_modules
 from causal_wm.crl.pairing import _field, bayes_accuracy, pairs_from_menu
 from causal_wm.crl.scores import ClassifierScores
 from causal_wm.device import resolve_device
+from causal_wm.pixels import frame_statistics
 
 # --- checkpoints ------------------------------------------------------------------------------------
 
@@ -45,6 +47,10 @@ def _load_checkpoint(path: Path | None, fingerprint: str) -> dict[str, Any] | No
         raise ValueError(f"checkpoint {path} was written for other data or settings; use another "
                          "checkpoint_dir or delete it")
     return state
+
+
+class UnusedFramesWarning(UserWarning):
+    """Frames of regimes that the image pipeline does not train on (not observational, not in a pair)."""
 
 
 def _cached_stage(folder: Path | None, name: str, fingerprint: str, key: str, seconds: dict[str, float],
@@ -170,6 +176,14 @@ def fit_image_crl(data: Any, *, preset: str = "cpu", config: ImageCRLConfig | No
             raise ValueError(f"pairs must use distinct interventional regimes, got {pairs}")
         n = len(pairs)
 
+    unused = sorted(r for r in present if r not in used)
+    if unused:
+        counts = {int(r): int(np.sum(frames.regime == r)) for r in unused}
+        warnings.warn(f"frames of regimes {counts} (regime: frames) do not train the representation: only the "
+                      f"observational regime and the pairs {pairs if not find else '(to be found)'} do (a pair is "
+                      "two hard interventions on one node); the world model still uses regimes whose targets "
+                      "map to learned latents", UnusedFramesWarning, stacklevel=2)
+
     # rows: a seeded subsample per regime, split into train / held-out
     rng = np.random.default_rng([seed, 1])
     train_rows: dict[int, np.ndarray] = {}
@@ -276,6 +290,8 @@ def fit_image_crl(data: Any, *, preset: str = "cpu", config: ImageCRLConfig | No
         "accuracy_gap": [None if b is None else b - a for a, b in zip(accuracy, bayes, strict=True)],
         "graph_strength": strength.tolist(), "graph_threshold": tau, "graph_removed_weight": removed,
         "decoder_mse": decoder_mse, "pair_search": pair_search,
+        "frames": frame_statistics(frames.read(np.sort(np.random.default_rng(derive_seed(seed, 6)).choice(
+            all_rows, min(len(all_rows), 2000), replace=False)))),
         "autoencoder_history": history, "readout": readout_diag, "seconds": seconds,
     }
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -24,10 +25,14 @@ from causal_wm.crl.image_models import (
 from causal_wm.crl.images.config import ImageCRLConfig, make_config
 from causal_wm.device import resolve_device
 from causal_wm.persistence import Persistent, check_state, state_errors
-from causal_wm.pixels import prepare_images, to_hwc_uint8
+from causal_wm.pixels import check_frames, check_latents, frames_differ, prepare_images, to_hwc_uint8
 
 FORMAT = "causal_wm.crl.images"
 FORMAT_VERSION = 1
+
+
+class FrameMismatchWarning(UserWarning):
+    """Frames given to a model look unlike the frames it was fitted on (another scene or size)."""
 
 
 # --- the result --------------------------------------------------------------------------------------
@@ -86,9 +91,27 @@ class ImageCRLResult(Persistent):
         """A differentiable ``nn.Module``: ``z_hat`` ``(B, n)`` -> pixels ``(B, 3, S, S)`` in ``[0, 1]``."""
         return _Decoder(self.autoencoder, self.latent_decoder)
 
+    frame_check: ClassVar[str] = "warn"
+    """what ``encode`` does with frames unlike the training frames (another size, other colours):
+    ``"warn"`` (``FrameMismatchWarning``), ``"raise"`` (``ValueError``) or ``"off"``; set per object"""
+
+    def _check(self, images: Any) -> None:
+        check_frames(images)
+        stats = self.diagnostics.get("frames")
+        if self.frame_check == "off" or not stats or isinstance(images, torch.Tensor):
+            return
+        reason = frames_differ(images, stats)
+        if reason is None:
+            return
+        message = f"these frames do not look like the ones the model was fitted on: {reason}"
+        if self.frame_check == "raise":
+            raise ValueError(message)
+        warnings.warn(message + " (set result.frame_check = 'raise' or 'off')", FrameMismatchWarning, stacklevel=4)
+
     @torch.no_grad()
     def codes(self, images: Any, batch_size: int = 1024) -> np.ndarray:
         """Stage-1 codes ``y`` ``(N, code_dim)`` of frames (uint8 NHWC or float NCHW)."""
+        self._check(images)
         self.autoencoder.eval()
         out = [self.autoencoder.encoder(prepare_images(chunk, self.image_size).to(self.device)).float().cpu()
                for chunk in _chunks(images, batch_size)]
@@ -97,7 +120,10 @@ class ImageCRLResult(Persistent):
     @torch.no_grad()
     def encode(self, images: Any, batch_size: int = 1024) -> np.ndarray:
         """Learned latents ``(N, n)`` float32 of frames: uint8 ``(N, H, W, 3)`` or float ``(N, 3, H, W)``
-        in ``[0, 1]`` (numpy or torch); unit variance on observational frames."""
+        in ``[0, 1]`` (numpy or torch); unit variance on observational frames. Frames of another kind
+        (float outside ``[0, 1]``, NaN) raise ``ValueError``; frames unlike the training frames warn
+        (see ``frame_check``)."""
+        self._check(images)
         module = self.encoder_module().eval()
         out = [module(prepare_images(chunk, self.image_size).to(self.device)).float().cpu()
                for chunk in _chunks(images, batch_size)]
@@ -106,9 +132,7 @@ class ImageCRLResult(Persistent):
     @torch.no_grad()
     def decode(self, z: Any, batch_size: int = 1024) -> np.ndarray:
         """Frames uint8 ``(N, S, S, 3)`` (model resolution) of learned latents ``(N, n)``."""
-        z = torch.as_tensor(np.asarray(z, dtype=np.float32))
-        if z.ndim != 2 or z.shape[1] != self.n:
-            raise ValueError(f"latents must have shape (N, {self.n}), got {tuple(z.shape)}")
+        z = torch.as_tensor(check_latents(z, self.n), dtype=torch.float32)
         module = self.decoder_module().eval()
         out = [module(c.to(self.device)).float().cpu() for c in torch.split(z, batch_size)]
         pixels = torch.cat(out) if out else torch.zeros((0, 3, self.image_size, self.image_size))
