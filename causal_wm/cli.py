@@ -17,16 +17,159 @@ in ``COMMANDS``. Bad arguments exit with status 2 and a message naming the probl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
 class UsageError(Exception):
     """Bad command-line input discovered after parsing (reported like an argparse error)."""
+
+
+# what the running subcommand is doing, for the note on an unexpected exception's traceback
+_stage_now = "starting"
+
+
+def _stage(text: str) -> None:
+    """Record what the subcommand does next (``"training the world model on balls.h5"``)."""
+    global _stage_now
+    _stage_now = text
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
+def _check_device(device: str) -> None:
+    """UsageError for a device torch does not know (``banana``) or one this machine lacks (``cuda``
+    without CUDA), before any work."""
+    if device == "auto":
+        return
+    from causal_wm.device import resolve_device
+
+    try:
+        resolve_device(device)
+    except (RuntimeError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UsageError(f"--device {device!r}: {reason} (use auto, cpu, cuda or cuda:N)") from None
+
+
+def _check_env_kwargs(env_id: str, env_kwargs: dict[str, Any] | None, option: str = "--env-kwargs") -> None:
+    """UsageError naming the accepted keywords when ``env_kwargs`` holds one the env does not take."""
+    import inspect
+
+    import gymnasium as gym
+
+    if not env_kwargs or env_id not in gym.registry:
+        return
+    spec = gym.spec(env_id)
+    try:
+        from gymnasium.envs.registration import load_env_creator
+
+        creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
+        params = inspect.signature(creator).parameters.values()
+    except (ImportError, AttributeError, TypeError, ValueError):  # an entry point we cannot inspect: gym.make says
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    accepted = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    accepted |= {"max_episode_steps", "disable_env_checker"}  # gym.make's own
+    unknown = sorted(set(env_kwargs) - accepted)
+    if unknown:
+        raise UsageError(f"{option}: {env_id} takes no keyword {', '.join(map(repr, unknown))}; it takes "
+                         f"{', '.join(sorted(accepted))}")
+
+
+def _check_folder(folder: Path, option: str, target: Path | None = None) -> None:
+    """UsageError unless ``folder`` exists or can be created and is writable: its nearest existing
+    ancestor must be a folder this process may write into (``os.access``)."""
+    existing = folder
+    while not existing.exists():  # ends: "/" and "." exist
+        existing = existing.parent
+    shown = target if target is not None else folder
+    if not existing.is_dir():
+        raise UsageError(f"{option} {shown}: cannot create the folder {folder} ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {shown}: the folder {existing} is not writable")
+
+
+def _check_output_file(text: str, option: str = "--out") -> Path:
+    """The path of a file to write, checked before any work: not a folder, writable when it exists,
+    its folder existing or creatable and writable."""
+    path = Path(text)
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder; give the path of the file to write")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"{option} {path} exists and is not writable")
+    _check_folder(path.parent, option, path)
+    return path
+
+
+def _check_output_folder(text: str, option: str = "--out") -> Path:
+    """The path of a folder to write into, checked before any work: not a file, existing or creatable, writable."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path} is a file, not a folder")
+    _check_folder(path, option)
+    return path
+
+
+def _os_reason(err: OSError) -> str:
+    return err.strerror or str(err) or type(err).__name__
+
+
+@contextlib.contextmanager
+def _writing(path: Path | str) -> Iterator[None]:
+    """An ``OSError`` while writing ``path`` (disk full, permission) -> one line naming the path."""
+    try:
+        yield
+    except OSError as err:
+        raise UsageError(f"cannot write {err.filename or path}: {_os_reason(err)}") from err
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path``, then rename: a full disk never leaves a
+    truncated file under ``path`` (the temporary file is removed); OSError -> one line naming ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _cli_wording(command: str, text: str) -> str:
+    """Library messages name Python arguments (``resume=False``, ``checkpoint_dir``); on the command
+    line they name the flags that do the same."""
+    if command == "collect":  # collect words its own messages
+        return text
+    if command == "fit":
+        text = text.replace("use another checkpoint_dir", "use another --checkpoint-dir")
+    if command == "demo":  # the demo keeps its collection and checkpoints under --out and has no --no-resume
+        text = text.replace("use another checkpoint_dir or delete it", "delete it or use another --out")
+        text = text.replace("pass resume=False to overwrite it or choose another path", "delete it or use another --out")
+    return text.replace("resume=False", "--no-resume")
 
 
 def _positive_int(text: str) -> int:
@@ -166,26 +309,38 @@ def add_fit_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from causal_wm.data import Dataset
     from causal_wm.world_model import CausalWorldModel
 
+    # every input and output checked before the (long) training
+    _stage("checking the arguments")
     if not Path(args.data).exists():
         raise UsageError(f"no collection at {args.data}")
-    out = Path(args.out)
+    out = _check_output_file(args.out)
+    if args.checkpoint_dir:
+        checkpoints = _check_output_folder(args.checkpoint_dir, "--checkpoint-dir")
+    else:
+        checkpoints = _check_output_folder(str(out.with_name(out.stem + "_checkpoints")),
+                                           "--out (its checkpoint folder)")
+    args.checkpoints = checkpoints  # named by the message of an interrupted run
+    if args.representation and not Path(args.representation).exists():
+        raise UsageError(f"--representation: no file at {args.representation}")
+    overrides = _settings(args.settings)
+    pairs = _pairs(args.pairs)
     representation = None
     if args.representation:
         from causal_wm.crl.images import ImageCRLResult
 
+        _stage(f"loading the representation {args.representation}")
         representation = ImageCRLResult.load(args.representation, device=args.device)
-    checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.stem + "_checkpoints")
-    overrides = _settings(args.settings)
-    pairs = _pairs(args.pairs)
+    _stage(f"fitting the world model on {args.data}")
     model = CausalWorldModel.fit(Dataset(args.data), preset=args.preset, overrides=overrides, device=args.device,
                                  seed=args.seed, representation=representation, checkpoint_dir=checkpoints,
                                  progress=not args.no_progress, pairs=pairs)
-    model.save(out)
+    _stage(f"writing {out}")
+    with _writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        model.save(out)
     print(f"{out}: {model!r}")
     return 0
 
@@ -240,32 +395,44 @@ def _scene_env(env_id: str, env_kwargs: dict[str, Any] | None) -> Any:
 
     if env_id not in gym.registry:
         raise UsageError(f"unknown env id {env_id!r}")
-    return gym.make(env_id, **(env_kwargs or {}))
+    _check_env_kwargs(env_id, env_kwargs)
+    _stage(f"creating the scene {env_id}")
+    try:
+        return gym.make(env_id, **(env_kwargs or {}))
+    except TypeError as err:
+        if not env_kwargs:
+            raise
+        raise UsageError(f"--env-kwargs {json.dumps(env_kwargs)}: {_one_line(str(err))}") from None
 
 
 def _load_world_model(path: str, device: str) -> Any:
-    from pathlib import Path
-
     from causal_wm.world_model import CausalWorldModel
 
     if not Path(path).exists():
         raise UsageError(f"no model file at {path}")
+    _stage(f"loading the model {path}")
     return CausalWorldModel.load(path, device=device)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from causal_wm._torch import to_jsonable
     from causal_wm.world_model.scoring import evaluate_world_model, world_model_figures
 
-    model = _load_world_model(args.model, args.device)
+    _stage("checking the arguments")
+    out = _check_output_folder(args.out)
+    if (out / "metrics.json").is_dir():
+        raise UsageError(f"--out {out}: {out / 'metrics.json'} is a folder")
+    if not Path(args.model).exists():
+        raise UsageError(f"no model file at {args.model}")
     env = _scene_env(args.env_id, args.env_kwargs)
+    model = _load_world_model(args.model, args.device)
+    _stage(f"evaluating {args.model} on {args.env_id}")
     metrics = evaluate_world_model(model, env, frames=args.frames, samples=args.samples, seed=args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics["figures"] = world_model_figures(model, metrics, env, out, seed=args.seed)
-    (out / "metrics.json").write_text(json.dumps(to_jsonable(metrics), indent=1) + "\n")
+    _stage(f"writing the figures and metrics.json into {out}")
+    with _writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        metrics["figures"] = world_model_figures(model, metrics, env, out, seed=args.seed)
+    _write_text(out / "metrics.json", json.dumps(to_jsonable(metrics), indent=1) + "\n")
     print(f"Spearman MCC {metrics['mcc_spearman']:.3f}, Pearson MCC {metrics['mcc_pearson']:.3f}, "
           f"SHD {metrics['shd']}, interventional MMD {metrics.get('intervention_mmd', float('nan')):.4f}; "
           f"{out / 'metrics.json'}")
@@ -290,7 +457,8 @@ def add_plan_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--horizon", type=_positive_int, default=3, help="CEM horizon (default 3)")
     parser.add_argument("--steps", type=_positive_int, default=200, help="env steps per planner (default 200)")
     parser.add_argument("--samples", type=_positive_int, default=256, help="imagined samples per action")
-    parser.add_argument("--tolerance", type=float, default=0.5, help="success tolerance (default 0.5)")
+    parser.add_argument("--tolerance", type=_positive_float, default=0.5,
+                        help="success tolerance, a positive number (default 0.5)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default 0)")
     parser.add_argument("--out", default=None, metavar="PATH", help="write the results as JSON here")
     parser.add_argument("--device", default="auto", help="torch device (default auto)")
@@ -298,19 +466,22 @@ def add_plan_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from causal_wm.agents.evaluation import compare_planners
 
-    model = _load_world_model(args.model, args.device)
+    _stage("checking the arguments")
+    out = _check_output_file(args.out) if args.out else None
+    if not Path(args.model).exists():
+        raise UsageError(f"no model file at {args.model}")
     env = _scene_env(args.env_id, {**(args.env_kwargs or {}), "task": "reach"})
+    model = _load_world_model(args.model, args.device)
+    _stage(f"planning with {args.model} on {args.env_id}")
     results = compare_planners(model, env, planner=args.planner, horizon=args.horizon, steps=args.steps,
                                num_samples=args.samples, tolerance=args.tolerance, seed=args.seed, progress=True)
     for name, r in results["planners"].items():
         print(f"{name:>8}: success {r['success_rate']:.3f}, mean reward {r['mean_reward']:.3f}")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    if out is not None:
+        _stage(f"writing {out}")
+        _write_text(out, json.dumps(results, indent=1) + "\n")
     return 0
 
 
@@ -336,8 +507,18 @@ def run_train_agent(args: argparse.Namespace) -> int:
 
     from causal_wm.agents.training import TrainConfig, check_config, train
 
+    _stage("checking the arguments")
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     config = check_config(TrainConfig(**{k: v for k, v in vars(args).items() if k in names}))
+    if not isinstance(config.env_kwargs, dict):
+        raise UsageError(f"--env-kwargs must be a JSON object, got {json.dumps(config.env_kwargs)}")
+    if config.torch_threads < 1:
+        raise UsageError(f"--torch-threads must be a positive integer, got {config.torch_threads}")
+    if config.model_path and not Path(config.model_path).exists():
+        raise UsageError(f"--model-path: no model file at {config.model_path}")
+    _check_output_folder(config.out)
+    _check_env_kwargs(config.env_id, config.env_kwargs)
+    _stage(f"training the {config.algo} agent on {config.env_id}")
     result = train(config)
     final = result["final_return"]
     print(f"{result['run_dir']}: {result['episodes']} episodes, final return "
@@ -410,8 +591,12 @@ def add_demo_command(subparsers: argparse._SubParsersAction) -> None:
 def run_demo_command(args: argparse.Namespace) -> int:
     from causal_wm.demo import run_demo
 
+    _stage("checking the arguments")
+    _check_output_folder(args.out)
+    overrides = _settings(args.settings)
+    _stage(f"running the demo into {args.out}")
     summary = run_demo(args.out, preset=args.preset, seed=args.seed, device=args.device,
-                       progress=not args.no_progress, overrides=_settings(args.settings))
+                       progress=not args.no_progress, overrides=overrides)
     m = summary["metrics"]
     print(f"Spearman MCC {m['mcc_spearman']:.3f}, Pearson MCC {m['mcc_pearson']:.3f}, SHD {m['shd']}; "
           f"report: {args.out}/report.md")
@@ -447,15 +632,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    _stage("starting")
+
+    def fail(text: str, code: int = EXIT_USAGE) -> int:  # one line, in the CLI's words
+        print(f"causal-wm {args.command}: error: {_one_line(_cli_wording(args.command, text))}", file=sys.stderr)
+        return code
+
     try:
+        if isinstance(getattr(args, "device", None), str):
+            _check_device(args.device)
         return int(args.handler(args))
-    except (UsageError, ValueError) as err:
-        print(f"causal-wm {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    except (UsageError, ValueError) as err:  # ValueError includes ModelFileError and DatasetError (bad files)
+        return fail(str(err))
+    except FileNotFoundError as err:  # a missing data or model file the command did not check itself
+        return fail(str(err) if not err.filename else f"no such file: {err.filename}")
+    except OSError as err:  # disk full, permission, an unreadable file
+        where = f"{err.filename}: " if err.filename else ""
+        return fail(f"{where}{_os_reason(err)} (while {_stage_now})")
+    except FloatingPointError as err:  # training diverged: the library's message says what to change
+        return fail(str(err), EXIT_FAILURE)
     except KeyboardInterrupt:
-        print(f"causal-wm {args.command}: interrupted; the rows collected so far are saved (run the same "
-              f"command again to continue)", file=sys.stderr)
+        print(f"causal-wm {args.command}: {_interrupted(args)}", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug: keep the traceback, say where it happened
+        err.add_note(f"causal-wm {args.command}: failed while {_stage_now} (an unexpected error, not bad input: "
+                     f"please report it with this traceback)")
+        raise
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """The message of an interrupted subcommand: what was kept and how to continue."""
+    if args.command == "collect":
+        return "interrupted; the rows collected so far are saved (run the same command again to continue)"
+    if args.command == "fit" and getattr(args, "checkpoints", None) is not None:
+        return (f"interrupted; the finished stages of the representation learner are kept in {args.checkpoints} "
+                f"(run the same command again to continue)")
+    if args.command == "demo":
+        return (f"interrupted; the collection and the checkpoints under {args.out} are kept (run the same "
+                f"command again to continue)")
+    return "interrupted; nothing more was written"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -70,7 +70,10 @@ def prepare_images(images: Any, image_size: int) -> torch.Tensor:
 def check_frames(images: Any) -> None:
     """``ValueError`` unless ``images`` are uint8 ``(N, H, W, 3)`` or finite floats ``(N, 3, H, W)`` in
     ``[0, 1]`` (float frames in ``[0, 255]`` would encode to latents off by orders of magnitude)."""
-    x = torch.as_tensor(images)
+    try:
+        x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"images must be an array of frames, got {type(images).__name__} ({err})") from None
     if x.ndim != 4:
         raise ValueError(f"images must be uint8 (N, H, W, 3) or float (N, 3, H, W), got shape {tuple(x.shape)}")
     if x.dtype == torch.uint8 or x.numel() == 0:

@@ -27,6 +27,34 @@ def register_envs() -> None:
             gymnasium.register(id=env_id, entry_point=entry_point, max_episode_steps=MAX_EPISODE_STEPS)
 
 
+def make(env_id: str, *, vector: dict | None = None, **kwargs):
+    """``gymnasium.make(env_id, **kwargs)`` (or ``gymnasium.make_vec(env_id, **vector, **kwargs)``)
+    with a ``ValueError`` naming the problem for an unknown id or a keyword the env does not take,
+    instead of gymnasium's own error types."""
+    import inspect
+
+    if not isinstance(env_id, str) or env_id not in gymnasium.registry:
+        near = [e for e in gymnasium.registry if isinstance(env_id, str) and env_id.split("/")[-1][:4] in e][:5]
+        raise ValueError(f"unknown gymnasium env id {env_id!r}" + (f" (similar: {near})" if near else "")
+                         + "; a user's env must be registered (gymnasium.register) or passed as an env object")
+    try:
+        if vector is not None:
+            return gymnasium.make_vec(env_id, **vector, **kwargs)
+        return gymnasium.make(env_id, **kwargs)
+    except TypeError as err:
+        spec = gymnasium.registry[env_id]
+        known = ""
+        if isinstance(spec.entry_point, str):
+            try:
+                cls = gymnasium.envs.registration.load_env_creator(spec.entry_point)
+                known = f"; it takes {sorted(p for p in inspect.signature(cls).parameters if p != 'self')}"
+            except Exception:  # the hint is optional
+                known = ""
+        raise ValueError(f"{env_id} does not take these arguments {sorted(kwargs)}: {err}{known}") from err
+    except gymnasium.error.Error as err:
+        raise ValueError(f"cannot make {env_id}: {err}") from err
+
+
 def __getattr__(name: str):
     # Lazy access to the classes keeps `import causal_wm` light (no OpenCV import until a scene is used).
     if name in ("BallsEnv", "balls_scm"):
@@ -53,6 +81,7 @@ __all__ = [
     "ShadowRenderer",
     "balls_scm",
     "intervention_menu",
+    "make",
     "register_envs",
     "render_balls",
     "shadow_scm",

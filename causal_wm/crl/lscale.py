@@ -61,7 +61,7 @@ import numpy as np
 
 from causal_wm.crl.dag import closest_dag, gap_threshold
 from causal_wm.crl.representation import LinearEncoderResult, regime_labels
-from causal_wm.crl.scores import score_differences, validate_envs
+from causal_wm.crl.scores import check_null_policy, rescale_envs, score_differences, screen_null_envs, validate_envs
 
 __all__ = ["LinearCRLResult", "lscale_i"]
 
@@ -89,7 +89,9 @@ class LinearCRLResult(LinearEncoderResult):
         graph: ``(n, n)`` DAG over learned latents, ``A[i, j] = 1`` iff learned ``i -> j``.
         env_targets: regime -> learned latents it intervenes on, ``{regimes[m - 1]: (target_latents[m - 1],)}``
             (regime ``m`` is ``envs[m]`` unless ``lscale_i`` was given ``regimes``).
-        target_latents: ``(M,)``; ``target_latents[m - 1]`` is the learned latent that ``envs[m]`` hit.
+        target_latents: ``(M,)``; ``target_latents[m - 1]`` is the learned latent that ``envs[m]`` hit
+            (with ``null_envs="drop"``: counting the environments kept, ``diagnostics["dropped_envs"]``
+            lists the others, which have no ``env_targets`` entry).
         encoder_soft: ``(n, d)`` encoder before the hard-intervention unmixing (each learned latent
             mixes its node with its parents); equals ``encoder`` for soft interventions.
         graph_soft: ``(n, n)`` graph read with ``encoder_soft``: the transitive closure of the graph
@@ -115,43 +117,54 @@ class LinearCRLResult(LinearEncoderResult):
 
 
 # --- input checks -------------------------------------------------------------------------------
-def _validate(envs: Sequence[np.ndarray], n: int | None, score_diffs: Sequence[np.ndarray] | None
-              ) -> tuple[list[np.ndarray], int, list[np.ndarray] | None]:
-    envs = validate_envs(envs)
+def _check_score_diffs(score_diffs: Sequence[np.ndarray], envs: list[np.ndarray]) -> list[np.ndarray]:
+    M = len(envs) - 1
+    if isinstance(score_diffs, np.ndarray) or len(score_diffs) != M:
+        raise ValueError(f"score_diffs must be a list of {M} arrays (one per interventional environment)")
+    checked = []
+    for m, D in enumerate(score_diffs, start=1):
+        D = np.asarray(D, dtype=np.float64)
+        if D.shape != envs[0].shape:
+            raise ValueError(f"score_diffs[{m - 1}] must have the shape of envs[0] {envs[0].shape} "
+                             f"(differences at the observational samples), got {D.shape}")
+        if not np.isfinite(D.sum()) and not np.all(np.isfinite(D)):
+            raise ValueError(f"score_diffs[{m - 1}] contains NaN or infinite values")
+        checked.append(D)
+    return checked
+
+
+def _validate(envs: list[np.ndarray], n: int | None, dropped: Sequence[int] = ()) -> int:
+    """Check the counts and sizes of validated environments; returns ``n``. ``dropped``: the
+    environments ``null_envs="drop"`` left out (for the messages)."""
     M = len(envs) - 1
     d = envs[0].shape[1]
     n = M if n is None else int(n)
+    after = (f" (after dropping environments {list(dropped)}, which show no detectable effect: "
+             "null_envs='drop')" if dropped else "")
     if n < 1:
+        if dropped:
+            raise ValueError(f"lscale_i: no interventional environment is left{after}; LSCALE-I needs one "
+                             "single-node intervention per latent")
         raise ValueError(f"n must be a positive number of latents, got {n}")
     if M < n:
         raise ValueError(f"LSCALE-I needs one interventional environment per latent: got {M} interventional "
-                         f"environments for n={n} latents")
+                         f"environments for n={n} latents{after}; too few for identifiability")
     if M > n:
-        raise ValueError(f"LSCALE-I takes exactly one single-node intervention per latent: got {M} "
-                         f"interventional environments for n={n} latents")
+        raise ValueError(f"lscale_i got M = {M} interventional environments for n = {n} latents{after}; LSCALE-I "
+                         f"needs exactly one single-node intervention per latent: drop the {M - n} extra "
+                         f"environment(s), or pass n={M} if the data have {M} latents")
     if d < n:
         raise ValueError(f"observations of dimension d={d} cannot hold n={n} latents (need d >= n)")
     for m, x in enumerate(envs):
         if len(x) <= n:
             raise ValueError(f"environment {m} has {len(x)} samples; need more than n={n}")
-    if score_diffs is not None:
-        if isinstance(score_diffs, np.ndarray) or len(score_diffs) != M:
-            raise ValueError(f"score_diffs must be a list of {M} arrays (one per interventional environment)")
-        checked = []
-        for m, D in enumerate(score_diffs, start=1):
-            D = np.asarray(D, dtype=np.float64)
-            if D.shape != envs[0].shape:
-                raise ValueError(f"score_diffs[{m - 1}] must have the shape of envs[0] {envs[0].shape} "
-                                 f"(differences at the observational samples), got {D.shape}")
-            if not np.isfinite(D.sum()) and not np.all(np.isfinite(D)):
-                raise ValueError(f"score_diffs[{m - 1}] contains NaN or infinite values")
-            checked.append(D)
-        score_diffs = checked
-    return envs, n, score_diffs
+    return n
 
 
-def _support(envs: list[np.ndarray], n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``n`` principal directions ``U`` ``(d, n)`` of the pooled data and the pooled spectrum."""
+def _support(envs: list[np.ndarray], n: int, seed: int, n_given: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``n`` principal directions ``U`` ``(d, n)`` of the pooled data and the pooled spectrum
+    (``n_given``: whether the caller chose ``n``, else it is the number of environments; for the
+    message when the data span fewer dimensions)."""
     rng = np.random.default_rng(seed)
     rows = max(_SUPPORT_ROWS // len(envs), 4 * n)
     blocks = [x if len(x) <= rows else x[rng.choice(len(x), rows, replace=False)] for x in envs]
@@ -162,15 +175,26 @@ def _support(envs: list[np.ndarray], n: int, seed: int) -> tuple[np.ndarray, np.
     eigenvalues, vectors = eigenvalues[::-1], vectors[:, ::-1]
     if eigenvalues[0] <= 0 or eigenvalues[n - 1] <= _RANK_TOL * eigenvalues[0]:
         rank = int(np.sum(eigenvalues > _RANK_TOL * max(eigenvalues[0], 0.0)))
+        M = len(envs) - 1
+        if not n_given and 0 < rank < n:
+            raise ValueError(f"rank-deficient data: the observations span {rank} dimensions, fewer than n={n} "
+                             f"latents. n defaults to the number of interventional environments (lscale_i got "
+                             f"M = {M}), and LSCALE-I needs exactly one single-node intervention per latent: if "
+                             f"the data have {rank} latents, drop the {M - rank} extra environment(s) (or pass "
+                             "null_envs='drop' if they change nothing); else check the mixing")
         raise ValueError(f"rank-deficient data: the observations span {rank} dimensions, fewer than n={n} "
-                         "latents (check the mixing or n)")
+                         f"latents: the mixing is not injective or n is too large (check the mixing, or pass "
+                         f"n={rank} with {rank} interventional environments)")
     return vectors[:, :n], eigenvalues
 
 
 def _sqrt_psd(C: np.ndarray, inverse: bool) -> np.ndarray:
     w, V = np.linalg.eigh(C)
     if w[0] <= _RANK_TOL * w[-1]:
-        raise ValueError("rank-deficient observational environment: its covariance on the support is singular")
+        raise ValueError(f"rank-deficient observational environment: its covariance on the n={len(C)}-dim support "
+                         "of the pooled data is singular (envs[0] spans fewer dimensions than the "
+                         "interventional environments together: a latent constant in envs[0], or more "
+                         "latents, and so environments, than the observational data hold)")
     return (V / np.sqrt(w)) @ V.T if inverse else (V * np.sqrt(w)) @ V.T
 
 
@@ -203,7 +227,8 @@ def _causal_order(R: list[np.ndarray]) -> tuple[list[int], np.ndarray, list[floa
         second, m, u, top = best
         if top <= 1e-12 * scale:
             raise ValueError(f"environment {m + 1} shows no score difference outside the latents found so far "
-                             "(its intervention changes nothing, or the score differences are zero)")
+                             "(its intervention changes nothing, or the score differences are zero): check "
+                             "its samples, or leave it out")
         h = R[m] @ u
         h /= np.linalg.norm(h)
         rows.append(h)
@@ -394,7 +419,8 @@ def _nonlinear_graph(R_learned_order: list[np.ndarray], H: np.ndarray, threshold
 def lscale_i(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | None = None,
              scores: str = "gaussian", hard: bool = True, n: int | None = None,
              nonlinear_latents: bool = False, threshold: float | str = "auto", seed: int = 0,
-             score_options: dict[str, Any] | None = None, regimes: Sequence[int] | None = None) -> LinearCRLResult:
+             score_options: dict[str, Any] | None = None, regimes: Sequence[int] | None = None,
+             null_envs: str = "raise") -> LinearCRLResult:
     """LSCALE-I for linear mixing with one single-node intervention per latent, targets unknown.
 
     Args:
@@ -416,18 +442,47 @@ def lscale_i(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | 
         seed: seed of the support subsample and of learned score estimators.
         score_options: extra options for the score estimator.
         regimes: regime labels of ``envs[1:]`` (keys of ``env_targets``); default ``1..M``.
+        null_envs: what to do with interventional environments that show no detectable effect
+            (``causal_wm.crl.scores.null_environment_test``: a Gaussian likelihood-ratio test of mean
+            and covariance against ``envs[0]`` at level 1e-3, Bonferroni; with ``score_diffs`` given, a
+            score difference that is zero up to round-off): ``"raise"`` (default) refuses them,
+            ``"drop"`` leaves them out (``diagnostics["dropped_envs"]``; ``n`` then defaults to the
+            environments left, and too few left for one intervention per latent is refused),
+            ``"keep"`` skips the test.
+
+    Data of extreme magnitude (beyond ``2^±100``) are divided by a power of two first
+    (``diagnostics["data_scale"]``); the encoder reads the original observations.
 
     Returns:
         ``LinearCRLResult``.
 
     Raises:
         ValueError: fewer (or more) interventional environments than latents, ``d < n``, NaN or
-            infinite values, mismatched dimensions, rank-deficient data.
+            infinite values, mismatched dimensions, rank-deficient data, an environment with no
+            detectable effect (``null_envs="raise"``).
     """
     start = time.perf_counter()
-    envs, n, score_diffs = _validate(envs, n, score_diffs)
+    envs = validate_envs(envs)
+    check_null_policy(null_envs)
     labels = regime_labels(regimes, len(envs) - 1)
-    U, pooled_spectrum = _support(envs, n, seed)
+    if score_diffs is not None:
+        score_diffs = _check_score_diffs(score_diffs, envs)
+    if null_envs != "drop":
+        _validate(envs, n)  # counts first: the clearest message for a wrong number of environments
+    envs, data_scale = rescale_envs(envs, "lscale_i")
+    if score_diffs is not None and data_scale != 1.0:
+        score_diffs = [D * data_scale for D in score_diffs]  # gradients in x / scale
+    n_given = n is not None
+    kept, null_info = screen_null_envs(envs, len(envs) - 1 if n is None else int(n), null_envs, "lscale_i",
+                                       score_diffs)
+    dropped = null_info["dropped"]
+    if dropped:
+        envs = [envs[0], *(envs[m] for m in kept)]
+        labels = [labels[m - 1] for m in kept]
+        if score_diffs is not None:
+            score_diffs = [score_diffs[m - 1] for m in kept]
+    n = _validate(envs, n, dropped)
+    U, pooled_spectrum = _support(envs, n, seed, n_given)
     Y = [x @ U for x in envs]
     C0 = np.cov(Y[0].T).reshape(n, n)
     whiten = _sqrt_psd(C0, inverse=True)  # y_w = whiten @ y, observational covariance I
@@ -481,7 +536,10 @@ def lscale_i(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | 
         graph = graph_nl
     target_latents = np.empty(n, dtype=np.int64)
     target_latents[order] = np.arange(n)
-    to_x = whiten @ U.T  # (n, d): y_w = to_x @ x
+    to_x = whiten @ U.T / data_scale  # (n, d): y_w = to_x @ x on the original (unscaled) observations
+    diagnostics["data_scale"] = data_scale
+    diagnostics["null_env_test"] = null_info
+    diagnostics["dropped_envs"] = list(dropped)
     diagnostics["score_seconds"] = score_seconds
     diagnostics["seconds"] = time.perf_counter() - start
     env_targets = {r: (int(t),) for r, t in zip(labels, target_latents, strict=True)}

@@ -176,11 +176,13 @@ def _make_lanes(env_or_id: Any, num_envs: int, vectorization: str,
                 env_kwargs: Mapping[str, Any]) -> tuple[_Lanes, bool]:
     """The lanes and whether ``collect`` owns (and must close) the environment."""
     if isinstance(env_or_id, str):
+        from causal_wm.envs import make
+
         if num_envs == 1:
-            return _Lanes(gym.make(env_or_id, **env_kwargs)), True
-        vec = gym.make_vec(env_or_id, num_envs=num_envs, vectorization_mode=vectorization,
-                           vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED, "copy": False},
-                           **env_kwargs)
+            return _Lanes(make(env_or_id, **env_kwargs)), True
+        vec = make(env_or_id, vector={"num_envs": num_envs, "vectorization_mode": vectorization,
+                                      "vector_kwargs": {"autoreset_mode": AutoresetMode.DISABLED, "copy": False}},
+                   **env_kwargs)
         return _Lanes(vec), True
     if env_kwargs:
         raise ValueError("env_kwargs apply only when collect makes the env from an id")
