@@ -23,7 +23,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from causal_wm.device import resolve_device
-from causal_wm.pixels import to_chw_float
+from causal_wm.pixels import to_chw_float, to_unit_float
 
 
 class EncoderModel(Protocol):
@@ -98,10 +98,7 @@ class _FrameEncoder:
         if frames.shape[1:] != self.shape:
             raise ValueError(f"frames must have shape (B, {', '.join(map(str, self.shape))}), got {frames.shape}")
         # the same float conversion as ``model.encode``, so wrapped observations equal its latents
-        if self.layout == "hwc":
-            x = to_chw_float(frames, self.device)
-        else:
-            x = torch.as_tensor(frames, device=self.device).float().div_(255.0)
+        x = to_chw_float(frames, self.device) if self.layout == "hwc" else to_unit_float(frames, self.device)
         self.module.eval()
         return self.module(x).float().cpu().numpy().astype(np.float32, copy=False)
 

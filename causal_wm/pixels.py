@@ -14,8 +14,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["check_frames", "check_latents", "frame_statistics", "frames_differ", "prepare_images", "to_chw_float",
-           "to_hwc_uint8"]
+__all__ = [
+    "check_frames",
+    "check_latents",
+    "frame_statistics",
+    "frames_differ",
+    "prepare_images",
+    "to_chw_float",
+    "to_hwc_uint8",
+    "to_unit_float",
+]
 
 
 def to_chw_float(images: Any, device: Any = None) -> torch.Tensor:
@@ -23,17 +31,20 @@ def to_chw_float(images: Any, device: Any = None) -> torch.Tensor:
 
     With ``device`` the uint8 tensor moves there first (4x fewer bytes to copy), then converts.
     """
-    if isinstance(images, torch.Tensor):
-        tensor = images
-    else:
-        tensor = torch.from_numpy(np.ascontiguousarray(images))
+    return to_unit_float(images, device).movedim(-1, -3)
+
+
+def to_unit_float(images: Any, device: Any = None) -> torch.Tensor:
+    """uint8 frames of any layout (numpy or torch) -> float32 in ``[0, 1]``, same layout; with ``device``
+    the uint8 tensor moves there first."""
+    tensor = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
     if tensor.dtype != torch.uint8:
-        raise ValueError(f"to_chw_float takes uint8 frames (..., H, W, C), got {tensor.dtype}")
+        raise ValueError(f"expected uint8 frames, got {tensor.dtype}")
     if device is not None:
         from causal_wm.device import resolve_device
 
         tensor = tensor.to(resolve_device(device))
-    return tensor.movedim(-1, -3).to(torch.float32).div_(255.0)
+    return tensor.to(torch.float32).div_(255.0)
 
 
 def to_hwc_uint8(pixels: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -334,12 +334,12 @@ def figures(cfg: Config, out: Path, results: dict, world_model: CausalWorldModel
     candidates = [a for a in ood_actions(env) if scene.interventions[a] is not None]
     chosen = candidates[:: max(1, len(candidates) // 6)][:6]
     rows, labels = [], []
-    from causal_wm.crl.images import prepare_images
+    from causal_wm.pixels import prepare_images, to_hwc_uint8
 
     for a in chosen:
         iv = scene.interventions[a]
         frames = scene.renderer(scene.scm.sample(6, iv, seed=a))
-        real = (prepare_images(frames, world_model.image_size).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+        real = to_hwc_uint8(prepare_images(frames, world_model.image_size))
         rows.append(np.concatenate([real, world_model.sample_observations(6, iv, seed=a)]))
         labels.append(iv.label())
     grid = np.stack(rows)
