@@ -118,11 +118,21 @@ def train_early_stopping(module: nn.Module, step_loss: Callable[[], torch.Tensor
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file next to ``path``, then rename: an interrupted write never
-    leaves a truncated file under ``path``."""
+    leaves a truncated file under ``path``, and a failed one (disk full: ``OSError``) removes the
+    temporary file. Written through a Python file object, so that a full disk raises
+    ``OSError(ENOSPC)`` rather than torch's opaque ``RuntimeError`` of its own file writer."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # keep the original error
+            pass
+        raise
     return path
 
 

@@ -11,7 +11,9 @@
 
 Every subcommand lives in its own ``add_<name>_command(subparsers)`` function that registers a parser
 whose ``handler`` default runs it; adding a subcommand means writing one such function and listing it
-in ``COMMANDS``. Bad arguments exit with status 2 and a message naming the problem.
+in ``COMMANDS``. Bad arguments exit with status 2 and a message naming the problem; a subcommand
+checks its inputs and output paths before any work (see ``main``), and names what it is doing with
+``_stage`` so that the traceback of a bug says which stage failed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
@@ -161,15 +162,21 @@ def _one_line(text: str) -> str:
 
 def _cli_wording(command: str, text: str) -> str:
     """Library messages name Python arguments (``resume=False``, ``checkpoint_dir``); on the command
-    line they name the flags that do the same."""
+    line they name the flags that do the same. Only collect has --no-resume, so elsewhere the advice
+    names ``causal-wm collect --no-resume`` (e.g. fit on a damaged collection)."""
+    import re
+
     if command == "collect":  # collect words its own messages
         return text
+    text = text.replace("resume=False (causal-wm collect --no-resume)", "causal-wm collect --no-resume")
     if command == "fit":
-        text = text.replace("use another checkpoint_dir", "use another --checkpoint-dir")
+        text = re.sub(r"\bcheckpoint_dir\b", "--checkpoint-dir", text)
     if command == "demo":  # the demo keeps its collection and checkpoints under --out and has no --no-resume
-        text = text.replace("use another checkpoint_dir or delete it", "delete it or use another --out")
-        text = text.replace("pass resume=False to overwrite it or choose another path", "delete it or use another --out")
-    return text.replace("resume=False", "--no-resume")
+        text = re.sub(r"use another checkpoint_dir or delete it", "delete it or use another --out", text)
+        # the collector's advice ("pass resume=False to start over ... or choose another path")
+        text = re.sub(r"pass resume=False\b[^;]*", "delete it or use another --out", text)
+        text = re.sub(r"[Ss]tart over with causal-wm collect --no-resume", "delete it to start over", text)
+    return re.sub(r"\bresume=False\b", "causal-wm collect --no-resume", text)
 
 
 def _positive_int(text: str) -> int:
@@ -243,7 +250,10 @@ def add_collect_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--chunk-size", type=_positive_int, default=1024, help="rows written per chunk (default 1024)")
     parser.add_argument("--compression", choices=("none", "gzip", "lzf"), default="none",
                         help="lossless HDF5 compression (default none)")
-    parser.add_argument("--no-resume", action="store_true", help="overwrite an existing file")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="start over, replacing an existing collection at --out (or a damaged one)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with --no-resume, also replace a file at --out that is not a causal_wm collection")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=run_collect)
 
@@ -266,14 +276,58 @@ def run_collect(args: argparse.Namespace) -> int:
     if args.env_id not in gym.registry:
         raise UsageError(f"unknown env id {args.env_id!r}; registered causal_wm envs: "
                          f"{sorted(k for k in gym.registry if k.startswith('causal_wm/'))}")
-    ds = collect(args.env_id, args.steps, args.out, policy=policy, num_envs=args.num_envs,
-                 vectorization=args.vectorization, per_regime=args.per_regime, seed=args.seed,
-                 resume=not args.no_resume, progress=not args.no_progress, env_kwargs=args.env_kwargs,
-                 chunk_size=args.chunk_size, compression=None if args.compression == "none" else args.compression)
+    if args.overwrite and not args.no_resume:
+        raise UsageError("--overwrite applies with --no-resume only (it replaces a file that is not a collection)")
+
+    def cli_words(text: str) -> str:  # the library names its Python arguments; here, the flags
+        import re
+
+        text = text.replace("resume=False (causal-wm collect --no-resume)", "--no-resume")
+        text = text.replace("overwrite=True (causal-wm collect --overwrite)", "--overwrite")
+        text = text.replace(" (causal_wm.data.repair(path, out))", "")
+        text = re.sub(r"\bresume=False\b", "--no-resume", text)
+        return re.sub(r"\boverwrite=True\b", "--overwrite", text)
+
+    try:
+        ds = collect(args.env_id, args.steps, args.out, policy=policy, num_envs=args.num_envs,
+                     vectorization=args.vectorization, per_regime=args.per_regime, seed=args.seed,
+                     resume=not args.no_resume, progress=not args.no_progress, env_kwargs=args.env_kwargs,
+                     chunk_size=args.chunk_size, compression=None if args.compression == "none" else args.compression,
+                     overwrite=args.overwrite)
+    except ValueError as err:  # DatasetError included: a file that cannot be continued or replaced
+        raise UsageError(cli_words(str(err))) from err
     counts = ds.regime_counts()
     print(f"{ds.path}: {len(ds)} rows, {ds.num_episodes} episodes, {len(counts)} regimes "
           f"(rows per regime {min(counts.values())}..{max(counts.values())})")
     ds.close()
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# repair
+# --------------------------------------------------------------------------------------------------
+def add_repair_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "repair", help="salvage the intact rows of a damaged or truncated collection into a new file",
+        description="Copy every intact committed row of a collection that no longer opens (cut short by a "
+                    "full disk or an interrupted copy) or fails its checksums into a new, valid collection "
+                    "with the same attributes and menu, and report how many rows were saved and lost. "
+                    "`causal-wm collect` with the original arguments then continues the repaired file.")
+    parser.add_argument("data", metavar="BROKEN", help="the damaged collection (HDF5 file)")
+    parser.add_argument("--out", required=True, metavar="PATH", help="the repaired collection to write (a new file)")
+    parser.set_defaults(handler=run_repair)
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    from causal_wm.data import repair
+
+    _stage(f"repairing {args.data} into {args.out}")
+    try:
+        report = repair(args.data, args.out)
+    except ValueError as err:  # DatasetError: not a collection, nothing salvageable, --out exists
+        raise UsageError(str(err).replace("resume=False (causal-wm collect --no-resume)",
+                                          "causal-wm collect --no-resume")) from err
+    print(report)
     return 0
 
 
@@ -604,8 +658,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_collect_command, add_fit_command, add_evaluate_command, add_plan_command, add_train_agent_command,
-    add_bench_command, add_demo_command,
+    add_collect_command, add_repair_command, add_fit_command, add_evaluate_command, add_plan_command,
+    add_train_agent_command, add_bench_command, add_demo_command,
 ]
 
 
@@ -623,7 +677,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 2 bad arguments or input)."""
+    """Run the command line; returns the exit status: 0 ok; 2 with one line ``causal-wm CMD: error: ...``
+    for bad arguments (checked before any work: devices, env keywords, input files, output paths), bad or
+    missing files, a failed write (disk full, permission) or a diverged training; 130 after Ctrl-C. Any
+    other exception is a bug: it propagates with its traceback and a note naming the stage that failed."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -634,9 +691,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     _stage("starting")
 
-    def fail(text: str, code: int = EXIT_USAGE) -> int:  # one line, in the CLI's words
+    def fail(text: str) -> int:  # one line, in the CLI's words
         print(f"causal-wm {args.command}: error: {_one_line(_cli_wording(args.command, text))}", file=sys.stderr)
-        return code
+        return EXIT_USAGE
 
     try:
         if isinstance(getattr(args, "device", None), str):
@@ -645,12 +702,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError) as err:  # ValueError includes ModelFileError and DatasetError (bad files)
         return fail(str(err))
     except FileNotFoundError as err:  # a missing data or model file the command did not check itself
-        return fail(str(err) if not err.filename else f"no such file: {err.filename}")
+        return fail(str(err) if not err.filename else f"{err.filename}: {_os_reason(err)}")
     except OSError as err:  # disk full, permission, an unreadable file
         where = f"{err.filename}: " if err.filename else ""
         return fail(f"{where}{_os_reason(err)} (while {_stage_now})")
     except FloatingPointError as err:  # training diverged: the library's message says what to change
-        return fail(str(err), EXIT_FAILURE)
+        return fail(str(err))
     except KeyboardInterrupt:
         print(f"causal-wm {args.command}: {_interrupted(args)}", file=sys.stderr)
         return 130
@@ -670,7 +727,7 @@ def _interrupted(args: argparse.Namespace) -> str:
     if args.command == "demo":
         return (f"interrupted; the collection and the checkpoints under {args.out} are kept (run the same "
                 f"command again to continue)")
-    return "interrupted; nothing more was written"
+    return "interrupted"
 
 
 if __name__ == "__main__":  # pragma: no cover
