@@ -44,13 +44,15 @@ The route (all score differences are estimated from samples, never given):
 
 Training is interruptible: with ``checkpoint_dir`` every restart saves its state (weights, optimiser,
 random generator, history; ``torch.load(weights_only=True)``-safe) every ``checkpoint_every`` epochs and
-a rerun resumes from there. A non-finite loss raises ``TrainingDivergedError``.
+a rerun resumes from there; every checkpoint carries a fingerprint of the data and settings, and a
+folder written for other data is refused. A non-finite loss raises ``TrainingDivergedError``.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -75,7 +77,7 @@ from causal_wm.crl.pairing import PairSearch, find_pairs, min_cost_pairing, pair
 from causal_wm.crl.representation import regime_labels
 from causal_wm.crl.scores import score_differences, validate_envs
 from causal_wm.device import resolve_device
-from causal_wm.persistence import Persistent, check_state, state_errors
+from causal_wm.persistence import ModelFileError, Persistent, check_state, state_errors
 from causal_wm.scm.graphs import transitive_closure
 
 __all__ = [
@@ -86,6 +88,7 @@ __all__ = [
     "InputMap",
     "PairSearch",
     "TrainingDivergedError",
+    "data_fingerprint",
     "descendant_statistic",
     "find_pairs",
     "gscale_i",
@@ -507,6 +510,80 @@ def pair_precision_init(mapped: Sequence[np.ndarray], pairs: Sequence[tuple[int,
     return np.asarray(weight), np.asarray(bias), np.asarray(heads)
 
 
+# --- checkpoints ----------------------------------------------------------------------------------
+# Values of every environment hashed into the data fingerprint (a strided sample beyond this).
+_FINGERPRINT_VALUES = 1 << 20
+# Settings that do not change the result and so may differ between a run and its resume.
+_NOT_FINGERPRINTED = ("checkpoint_every",)
+
+
+def data_fingerprint(envs: Sequence[np.ndarray], n: int, pairs: Sequence[tuple[int, int]] | None, seed: int,
+                     cfg: GScaleConfig) -> str:
+    """sha1 over the shape, a strided sample of the values and the column sums of every environment,
+    and ``n``, the ``pairs`` argument, ``seed`` and the resolved settings (as
+    ``causal_wm.crl.images.pipeline`` fingerprints its data): a checkpoint is resumed only by a run
+    with the same fingerprint."""
+    h = hashlib.sha1()
+    for x in envs:
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        flat = x.reshape(-1)
+        stride = max(1, flat.size // _FINGERPRINT_VALUES)
+        h.update(np.asarray(x.shape, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(flat[::stride]).tobytes())
+        with np.errstate(over="ignore"):
+            h.update(x.sum(axis=0).tobytes())
+    settings = {"n": int(n), "pairs": None if pairs is None else [list(map(int, p)) for p in pairs],
+                "seed": int(seed),
+                "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_FINGERPRINTED}}
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _mismatch(path: Path, found: Any, fingerprint: str) -> ValueError:
+    why = ("has no data fingerprint (written by an older version), so it cannot be checked against these data"
+           if found is None else f"was written for other data or settings (data fingerprint {str(found)[:12]}, "
+           f"this run's {fingerprint[:12]})")
+    return ValueError(f"checkpoint {path} {why}: gscale_i does not resume it. Use another checkpoint_dir, or "
+                      f"delete the folder {path.parent} to start afresh")
+
+
+def _read_checkpoint(path: Path, fingerprint: str, device: Any = "cpu") -> dict[str, Any]:
+    """A restart checkpoint, checked against ``fingerprint`` (``ValueError`` on a mismatch,
+    ``ModelFileError`` for an unreadable file)."""
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # torch raises many types for truncated, corrupt and foreign files
+        raise ModelFileError(f"{path} is not a readable GSCALE-I checkpoint ({type(err).__name__}: {err}); "
+                             f"delete it (or the folder {path.parent}) to start afresh") from err
+    if not isinstance(blob, dict) or "meta" not in blob:
+        raise ModelFileError(f"{path} is not a GSCALE-I checkpoint; use another checkpoint_dir or delete the "
+                             f"folder {path.parent}")
+    if blob.get("fingerprint") != fingerprint:
+        raise _mismatch(path, blob.get("fingerprint"), fingerprint)
+    return blob
+
+
+def _read_pairs_file(path: Path, fingerprint: str) -> list[tuple[int, int]]:
+    try:
+        saved = json.loads(path.read_text())
+        found = [(int(a), int(b)) for a, b in saved["pairs"]]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ModelFileError(f"{path} is not a readable GSCALE-I pairs file ({type(err).__name__}: {err}); "
+                             f"delete it (or the folder {path.parent}) to start afresh") from err
+    if saved.get("fingerprint") != fingerprint:
+        raise _mismatch(path, saved.get("fingerprint"), fingerprint)
+    return found
+
+
+def _check_checkpoint_folder(folder: Path, fingerprint: str) -> None:
+    """Refuse a folder holding checkpoints of other data before any work is done."""
+    pairs_file = folder / "pairs.json"
+    if pairs_file.exists():
+        _read_pairs_file(pairs_file, fingerprint)
+    for path in sorted(folder.glob("restart*.pt")):
+        _read_checkpoint(path, fingerprint)
+
+
 # --- structured training --------------------------------------------------------------------------
 def _split(x: torch.Tensor, frac: float, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     perm = torch.as_tensor(rng.permutation(len(x)), device=x.device)
@@ -517,7 +594,8 @@ def _split(x: torch.Tensor, frac: float, rng: np.random.Generator) -> tuple[torc
 
 def _train_restart(model: GScaleModel, train: list[torch.Tensor], val: list[torch.Tensor],
                    slot: torch.Tensor, label: torch.Tensor, cfg: GScaleConfig, seed: int,
-                   dev: torch.device, checkpoint: Path | None, progress: bool) -> tuple[dict, dict]:
+                   dev: torch.device, checkpoint: Path | None, progress: bool, fingerprint: str = ""
+                   ) -> tuple[dict, dict]:
     """Train one restart; returns the best state (by held-out loss) and the history."""
     M = len(train) - 1
     B = cfg.batch_size
@@ -531,7 +609,7 @@ def _train_restart(model: GScaleModel, train: list[torch.Tensor], val: list[torc
     start, best_val, best_state = 1, math.inf, None
     meta = {"seed": seed, "M": M, "epochs": cfg.epochs, "batch_size": B}
     if checkpoint is not None and checkpoint.exists():
-        blob = torch.load(checkpoint, map_location=dev, weights_only=True)
+        blob = _read_checkpoint(checkpoint, fingerprint, dev)
         if blob["meta"] == meta:
             model.load_state_dict(blob["model"])
             opt.load_state_dict(blob["optimizer"])
@@ -601,9 +679,9 @@ def _train_restart(model: GScaleModel, train: list[torch.Tensor], val: list[torc
         if v < best_val:
             best_val, best_state = v, copy.deepcopy(model.state_dict())
         if checkpoint is not None and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs):
-            save_atomic({"meta": meta, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                          "scheduler": sched.state_dict(), "generator": gen.get_state(), "history": history,
-                          "best_val": best_val, "best_state": best_state}, checkpoint)
+            save_atomic({"meta": meta, "fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                         "history": history, "best_val": best_val, "best_state": best_state}, checkpoint)
     if best_state is None:
         best_state = copy.deepcopy(model.state_dict())
     history["best_val"] = [best_val]
@@ -707,6 +785,9 @@ def gscale_i(envs: Sequence[np.ndarray], *, pairs: Sequence[Sequence[int]] | Non
         n: number of latents (default ``(len(envs) - 1) // 2``).
         preset: ``"debug"`` (seconds), ``"cpu"`` or ``"full"`` (see ``PRESETS``).
         checkpoint_dir: folder for restart checkpoints; a rerun with the same data and settings resumes.
+            Every checkpoint (and the found ``pairs.json``) carries a fingerprint of the data, ``n``,
+            ``pairs``, ``seed`` and the resolved settings (``data_fingerprint``); a folder written for
+            other data or settings is refused with a ``ValueError`` (use another folder or delete it).
         progress: tqdm progress bars.
         regimes: regime labels of ``envs[1:]`` (keys of ``env_targets``); default ``1..2n``.
         options: ``GScaleConfig`` fields overriding the preset (``epochs=...``, ``restarts=...``).
@@ -716,7 +797,9 @@ def gscale_i(envs: Sequence[np.ndarray], *, pairs: Sequence[Sequence[int]] | Non
         ``graph`` (``A[i, j] = 1`` iff learned ``i -> j``), ``env_targets``, ``pairs`` and diagnostics.
 
     Raises:
-        ValueError: malformed environments (wrong count, NaN, ``d < n``, unequal ``d``) or settings.
+        ValueError: malformed environments (wrong count, NaN, ``d < n``, unequal ``d``) or settings; a
+            ``checkpoint_dir`` holding checkpoints of other data or settings (``ModelFileError``: an
+            unreadable checkpoint there).
         TrainingDivergedError: a non-finite training loss.
     """
     envs, n, given = _validate(envs, n, pairs)
@@ -727,8 +810,11 @@ def gscale_i(envs: Sequence[np.ndarray], *, pairs: Sequence[Sequence[int]] | Non
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    fingerprint = ""
     if ckpt is not None:
+        fingerprint = data_fingerprint(envs, n, given, seed, cfg)
         ckpt.mkdir(parents=True, exist_ok=True)
+        _check_checkpoint_folder(ckpt, fingerprint)
     input_map = InputMap(np.concatenate(envs), cfg.input_transform).to(dev)
     seconds["input_map"] = time.perf_counter() - t0
 
@@ -737,13 +823,16 @@ def gscale_i(envs: Sequence[np.ndarray], *, pairs: Sequence[Sequence[int]] | Non
         t = time.perf_counter()
         pairs_file = ckpt / "pairs.json" if ckpt is not None else None
         if pairs_file is not None and pairs_file.exists():
-            found = [tuple(p) for p in json.loads(pairs_file.read_text())["pairs"]]
+            found = _read_pairs_file(pairs_file, fingerprint)
         else:
             search = find_pairs(envs, n=n, config=cfg, seed=derive_seed(seed, 7919), device=str(dev),
                                 input_map=input_map)
             found = search.pairs
             if pairs_file is not None:
-                pairs_file.write_text(json.dumps({"pairs": [list(p) for p in found]}))
+                tmp = pairs_file.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps({"pairs": [[int(e) for e in p] for p in found],
+                                           "fingerprint": fingerprint}))
+                os.replace(tmp, pairs_file)
         chosen = [(int(a), int(b)) for a, b in found]
         seconds["pairing"] = time.perf_counter() - t
     else:
@@ -772,7 +861,7 @@ def gscale_i(envs: Sequence[np.ndarray], *, pairs: Sequence[Sequence[int]] | Non
             model.linear_init(*init)
         path = ckpt / f"restart{r}.pt" if ckpt is not None else None
         state, hist = _train_restart(model, train, val, slot, label, cfg, derive_seed(seed, 1010, r), dev, path,
-                                     progress)
+                                     progress, fingerprint)
         histories.append(hist)
         if best is None or hist["best_val"][0] < best[0]:
             best = (hist["best_val"][0], r, state)

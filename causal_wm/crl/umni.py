@@ -101,7 +101,14 @@ import numpy as np
 from scipy import stats
 
 from causal_wm.crl.representation import LinearEncoderResult, regime_labels
-from causal_wm.crl.scores import GaussianScores, Support, validate_envs
+from causal_wm.crl.scores import (
+    GaussianScores,
+    Support,
+    check_null_policy,
+    rescale_envs,
+    screen_null_envs,
+    validate_envs,
+)
 from causal_wm.scm.graphs import transitive_closure
 
 __all__ = ["UMNIResult", "fisher_z_test", "partial_correlation", "umni_crl"]
@@ -120,7 +127,8 @@ class UMNIResult(LinearEncoderResult):
         env_targets: regime -> learned latents it intervenes on (the rows of ``target_matrix``; regime
             ``m`` is ``envs[m]`` unless ``umni_crl`` was given ``regimes``).
         target_matrix: ``(M, n)`` int64 estimated intervention matrix, ``[m - 1, i] = 1`` iff env ``m``
-            intervenes on learned latent ``i``.
+            intervenes on learned latent ``i`` (with ``null_envs="drop"``: counting the environments
+            kept; ``diagnostics["dropped_envs"]`` lists the others, which have no ``env_targets`` entry).
         order_encoder: ``(n, d)`` encoder after the causal-order step (lower-triangular mixing).
         ancestor_encoder: ``(n, d)`` encoder after the ancestor step (mixing with ancestors only).
         ancestor_graph: ``(n, n)`` int64 estimated ancestor relation (``[i, j] = 1`` iff ``i`` is a
@@ -265,11 +273,35 @@ def _ratios(P: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 # --- the algorithm --------------------------------------------------------------------------------
+def _check_counts(envs: list[np.ndarray], n: int | None, dropped: Sequence[int] = ()) -> int:
+    """Check the counts and sizes of validated environments; returns ``n``. ``dropped``: the
+    environments ``null_envs="drop"`` left out (for the messages)."""
+    M = len(envs) - 1
+    d = envs[0].shape[1]
+    n = M if n is None else int(n)
+    after = (f" (after dropping environments {list(dropped)}, which show no detectable effect: "
+             "null_envs='drop')" if dropped else "")
+    if n < 1:
+        if dropped:
+            raise ValueError(f"umni_crl: no interventional environment is left{after}")
+        raise ValueError(f"n must be positive, got {n}")
+    if M < n:
+        raise ValueError(f"UMNI-CRL needs at least n={n} interventional environments, got {M}{after}: too few "
+                         "for identifiability (the target matrix must have rank n)")
+    if d < n:
+        raise ValueError(f"observations have d={d} < n={n} dimensions: a linear mixing cannot be injective")
+    for m, x in enumerate(envs):
+        if len(x) <= n + 3:
+            raise ValueError(f"environment {m} has {len(x)} samples; need more than n + 3 = {n + 3}")
+    return n
+
+
 def umni_crl(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | None = None,
              scores: str = "gaussian", hard: bool = True, n: int | None = None, seed: int = 0,
              device: str = "auto", alpha: float = 0.01, gap: float = 1.0, max_l1: int | None = None,
              calibration_splits: int = 2, snr: float = 8.0,
-             score_options: dict[str, Any] | None = None, regimes: Sequence[int] | None = None) -> UMNIResult:
+             score_options: dict[str, Any] | None = None, regimes: Sequence[int] | None = None,
+             null_envs: str = "raise") -> UMNIResult:
     """Run UMNI-CRL (module docstring).
 
     Args:
@@ -296,47 +328,36 @@ def umni_crl(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | 
         snr: an ancestor test finds rank two when the second eigenvalue exceeds ``snr`` times the error's.
         regimes: regime labels of ``envs[1:]`` (keys of ``env_targets``); default ``1..M``.
         score_options: extra options of the score estimator.
+        null_envs: what to do with interventional environments that show no detectable effect
+            (``causal_wm.crl.scores.null_environment_test``: a Gaussian likelihood-ratio test of mean
+            and covariance against ``envs[0]`` at level 1e-3, Bonferroni; with score differences
+            given or oracle, a score difference that is zero up to round-off): ``"raise"`` (default)
+            refuses them, ``"drop"`` leaves them out (``diagnostics["dropped_envs"]``; ``n`` then
+            defaults to the environments left, and fewer left than ``n`` is refused), ``"keep"``
+            skips the test.
+
+    Data of extreme magnitude (beyond ``2^±100``) are divided by a power of two first
+    (``diagnostics["data_scale"]``); the encoders read the original observations.
     """
     envs = validate_envs(envs)
+    check_null_policy(null_envs)
     M = len(envs) - 1
     labels = regime_labels(regimes, M)
     d = envs[0].shape[1]
-    n = M if n is None else int(n)
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
-    if M < n:
-        raise ValueError(f"UMNI-CRL needs at least n={n} interventional environments, got {M}")
-    if d < n:
-        raise ValueError(f"observations have d={d} < n={n} dimensions: a linear mixing cannot be injective")
-    for m, x in enumerate(envs):
-        if len(x) <= n + 3:
-            raise ValueError(f"environment {m} has {len(x)} samples; need more than n + 3 = {n + 3}")
+    N0 = len(envs[0])
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    support = Support(envs, n)
-    lead = support.eigenvalues[0]
-    if support.eigenvalues[n - 1] <= 1e-9 * lead:
-        raise ValueError(f"the observations span fewer than n={n} dimensions (pooled covariance "
-                         f"eigenvalue {n} is {support.eigenvalues[n - 1]:.3g}, largest {lead:.3g}): "
-                         "rank-deficient data")
-    N0 = len(envs[0])
     started = time.perf_counter()
-    Y = [support.project(x) for x in envs]
-    noise_diffs = None
     if score_diffs is None and scores == "oracle":
         from causal_wm.crl.scores import score_differences
 
+        # on the original arrays: the oracle recognises its problem's observations
         score_diffs = score_differences(envs, method="oracle", n=n, **(score_options or {}))
-    if score_diffs is None:
-        # estimated on the support coordinates directly: the same scores, without d-dim round trips
-        S, noise_diffs = _estimate_scores(Y, scores, n, seed, device, score_options or {},
-                                          calibration_splits)
-        S = np.stack(S)
-    else:
-        if len(score_diffs) != M:
+    if score_diffs is not None:
+        if isinstance(score_diffs, np.ndarray) or len(score_diffs) != M:
             raise ValueError(f"need one score difference per interventional environment: {len(score_diffs)} "
                              f"for {M} environments")
-        S = np.empty((M, N0, n))
+        checked = []
         for m, D in enumerate(score_diffs):
             D = np.asarray(D, dtype=np.float64)
             if D.shape != (N0, d):
@@ -344,12 +365,54 @@ def umni_crl(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | 
                                  f"got {D.shape}")
             if not np.all(np.isfinite(D)):
                 raise ValueError(f"score_diffs[{m}] contains NaN or infinite values")
-            S[m] = D @ support.basis
+            checked.append(D)
+        score_diffs = checked
+    if null_envs != "drop":
+        _check_counts(envs, n)
+    envs, data_scale = rescale_envs(envs, "umni_crl")
+    if score_diffs is not None and data_scale != 1.0:
+        score_diffs = [D * data_scale for D in score_diffs]  # gradients in x / scale
+    n_given = n is not None
+    kept, null_info = screen_null_envs(envs, M if n is None else int(n), null_envs, "umni_crl", score_diffs)
+    dropped = null_info["dropped"]
+    if dropped:
+        envs = [envs[0], *(envs[m] for m in kept)]
+        labels = [labels[m - 1] for m in kept]
+        if score_diffs is not None:
+            score_diffs = [score_diffs[m - 1] for m in kept]
+    n = _check_counts(envs, n, dropped)
+    M = len(envs) - 1
+    support = Support(envs, n)
+    lead = support.eigenvalues[0]
+    if support.eigenvalues[n - 1] <= 1e-9 * lead:
+        rank = int(np.sum(support.eigenvalues > 1e-9 * lead))
+        cause = (f"n defaults to the number of interventional environments (umni_crl got M = {M}); UMNI-CRL "
+                 f"accepts more environments than latents: pass n={rank} if the data have {rank} latents"
+                 if not n_given else f"the mixing is not injective or n is too large (pass n={rank} if the data "
+                 f"have {rank} latents)")
+        raise ValueError(f"the observations span fewer than n={n} dimensions (pooled covariance "
+                         f"eigenvalue {n} is {support.eigenvalues[n - 1]:.3g}, largest {lead:.3g}): "
+                         f"rank-deficient data; {cause}")
+    Y = [support.project(x) for x in envs]
+    noise_diffs = None
+    if score_diffs is None:
+        # estimated on the support coordinates directly: the same scores, without d-dim round trips
+        S, noise_diffs = _estimate_scores(Y, scores, n, seed, device, score_options or {},
+                                          calibration_splits)
+        S = np.stack(S)
+    else:
+        S = np.stack([D @ support.basis for D in score_diffs])
+    if not np.all(np.isfinite(S)):
+        raise ValueError("score differences are not finite on the support of the data")
     seconds_scores = time.perf_counter() - started
     # Work in coordinates whitened by the observational covariance: then eigenvalue ratios compare
     # latent-level magnitudes instead of the arbitrary scales of the mixing (a badly conditioned G
     # can make the second eigenvalue of a rank-two combination look like noise).
     vals, vecs = np.linalg.eigh(np.cov(Y[0], rowvar=False).reshape(n, n))
+    if not vals[0] > 1e-12 * max(vals[-1], np.finfo(np.float64).tiny):
+        raise ValueError(f"rank-deficient observational environment: its covariance on the n={n}-dim support of "
+                         "the pooled data is singular (envs[0] spans fewer dimensions than the "
+                         "interventional environments together: a latent constant in envs[0], or n too large)")
     whiten = (vecs / np.sqrt(vals)) @ vecs.T  # y' = whiten @ y; scores transform with its inverse
     unwhiten = (vecs * np.sqrt(vals)) @ vecs.T
     y0 = Y[0]
@@ -362,7 +425,8 @@ def umni_crl(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | 
     if noise_diffs:
         noise = [_Correlations(np.stack(split), scale=corr.scale) for split in noise_diffs]
     diag: dict[str, Any] = {"n": n, "num_envs": M,
-                            "support_eigenvalues": support.eigenvalues[: n + 1].tolist()}
+                            "support_eigenvalues": support.eigenvalues[: n + 1].tolist(),
+                            "data_scale": data_scale, "null_env_test": null_info, "dropped_envs": list(dropped)}
 
     H, W_order, order_diag = _causal_order(corr, n, gap, M + 2 if max_l1 is None else int(max_l1),
                                            [_moments(y) for y in Y])
@@ -377,15 +441,16 @@ def umni_crl(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | 
     H_anc, choice_diag = _interventional_residual_rows(H_anc, anc, [y @ H_anc.T for y in Y], targets)
     diag["ancestors"]["envs_per_latent"] = choice_diag
     H_anc = H_anc @ whiten
-    order_encoder = H @ support.basis.T
-    ancestor_encoder = H_anc @ support.basis.T
+    to_x = support.basis.T / data_scale  # the encoders read the original (unscaled) observations
+    order_encoder = H @ to_x
+    ancestor_encoder = H_anc @ to_x
     if hard:
         U, unmix_diag = _unmix(Z, targets)
         diag["unmixing"] = unmix_diag
         H_hard = U @ H
         graph, graph_diag = _hard_graph(y0 @ H_hard.T, alpha)
         diag["graph"] = graph_diag
-        encoder = H_hard @ support.basis.T
+        encoder = H_hard @ to_x
     else:
         graph = anc.copy()
         encoder = ancestor_encoder

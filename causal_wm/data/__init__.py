@@ -18,6 +18,7 @@ from causal_wm.data.policies import (
     Policy,
     SeeingPolicy,
 )
+from causal_wm.data.repair import RepairReport, repair
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -29,7 +30,9 @@ __all__ = [
     "DatasetError",
     "MixPolicy",
     "Policy",
+    "RepairReport",
     "SeeingPolicy",
     "collect",
     "episode_seeds",
+    "repair",
 ]

@@ -40,9 +40,11 @@ from causal_wm.data.format import (
     SCHEMA_VERSION,
     DatasetError,
     Writer,
+    check_overwritable,
     check_writable,
     menu_to_json,
     open_for_reading,
+    read_rows,
     scm_to_dict,
     to_json,
 )
@@ -312,7 +314,7 @@ def collect(env_or_id: str | gym.Env | VectorEnv, steps: int | None, path: str |
             policy: Any = "acting", regime_fn: Callable[[Any], int] | None = None, num_envs: int = 1,
             vectorization: str = "sync", per_regime: int | None = None, seed: int = 0, resume: bool = True,
             progress: bool = True, env_kwargs: Mapping[str, Any] | None = None, chunk_size: int = 1024,
-            compression: str | None = None) -> Dataset:
+            compression: str | None = None, overwrite: bool = False) -> Dataset:
     """Collect ``steps`` environment steps into the HDF5 file ``path`` and open it as a ``Dataset``.
 
     Args:
@@ -333,11 +335,14 @@ def collect(env_or_id: str | gym.Env | VectorEnv, steps: int | None, path: str |
         per_regime: rows per regime for ``policy="balanced"``.
         seed: the collection seed; episode ``e`` is seeded from ``(seed, e)``.
         resume: continue an existing file at ``path`` (it must come from the same env, seed and
-            policy) up to ``steps`` rows; ``False`` overwrites it.
+            policy) up to ``steps`` rows; ``False`` starts over, replacing it (a causal_wm collection,
+            or an HDF5 file too damaged to open; anything else only with ``overwrite=True``).
         progress: show a tqdm progress bar.
         env_kwargs: keyword arguments of ``gymnasium.make`` when ``env_or_id`` is an id.
         chunk_size: rows buffered in memory and written (and committed) together.
         compression: ``None``, ``"gzip"`` or ``"lzf"`` (lossless); a continued file keeps its own.
+        overwrite: with ``resume=False``, also replace a file at ``path`` that is not a causal_wm
+            collection (without it such a file is refused, so that no other data is lost by mistake).
 
     Returns:
         the collection opened read-only.
@@ -345,7 +350,8 @@ def collect(env_or_id: str | gym.Env | VectorEnv, steps: int | None, path: str |
     Raises:
         ValueError: bad arguments, an env without image observations, an invalid regime, an
             unwritable path; ``DatasetError`` (a ``ValueError``) for a truncated or corrupt file, or one
-            collected with other settings.
+            collected with other settings; ``ValueError`` for ``resume=False`` over a file that is not
+            a collection, without ``overwrite=True``.
     """
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps <= 0):
         raise ValueError(f"steps must be a positive int, got {steps!r}")
@@ -372,6 +378,8 @@ def collect(env_or_id: str | gym.Env | VectorEnv, steps: int | None, path: str |
         raise ValueError("regime_fn must be a callable action -> int")
     path = Path(path)
     check_writable(path)
+    if not resume and not overwrite:
+        check_overwritable(path)
 
     env_kwargs = dict(env_kwargs or {})
     # Built-in policies with an env id run whole episodes in worker processes (one message per block of
@@ -532,7 +540,8 @@ def _resume_state(path: Path, attrs: dict[str, Any], resume: bool, target: int) 
                 old, new = json.loads(old), None if new is None else json.loads(new)
             if old != new:
                 raise DatasetError(f"cannot resume {path}: it was collected with {key}={old!r}, now "
-                                   f"{key}={new!r}; pass resume=False to overwrite it or choose another path")
+                                   f"{key}={new!r}; pass resume=False to start over (replacing it) or choose "
+                                   f"another path")
         length = int(handle.attrs["committed_length"])
     if length > target:
         raise DatasetError(f"{path} already holds {length} rows, more than the {target} requested")
@@ -549,9 +558,10 @@ def _open_writer(path: Path, attrs: dict[str, Any], state: str, chunk_size: int,
     try:
         if writer.episodes:
             last = writer.length - 1
-            ended = last < 0 or bool(writer.file["terminated"][last] or writer.file["truncated"][last])
+            ended = last < 0 or bool(read_rows(writer.file["terminated"], last, path)
+                                     or read_rows(writer.file["truncated"], last, path))
             if not ended:  # a trailing episode that did not end is replayed from its seed
-                start = int(writer.file["episode_start"][writer.episodes - 1])
+                start = int(read_rows(writer.file["episode_start"], writer.episodes - 1, path))
                 writer.truncate(start, writer.episodes - 1)
     except Exception:
         writer.file.close()

@@ -18,7 +18,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from causal_wm.data.format import DatasetError, menu_from_json, open_for_reading
+from causal_wm.data.format import DatasetError, menu_from_json, open_for_reading, read_error, read_rows
 
 Index = int | slice | Sequence[int] | np.ndarray
 # Read a contiguous range and subselect in memory when the wanted rows fill at least this fraction of
@@ -36,7 +36,8 @@ class Dataset:
 
     Raises:
         DatasetError: the file is missing, not a collection, of another schema version, truncated or
-            corrupt.
+            corrupt. Reads of rows whose storage chunks fail their checksum raise ``DatasetError`` too,
+            naming the dataset and the rows (``causal_wm.data.repair`` salvages the intact ones).
 
     ``len(ds)`` is the number of committed rows; rows are steps in episode order. Row ``i`` holds the
     observation returned by the step, its action and its regime (0 = observational, ``k`` = menu
@@ -150,7 +151,8 @@ class Dataset:
     # --- small columns ------------------------------------------------------------------------
     def _column(self, name: str) -> np.ndarray:
         if name not in self._columns:
-            values = self._handle()[name][: self._length] if self._length else np.zeros(0, dtype=np.int64)
+            values = (read_rows(self._handle()[name], slice(0, self._length), self.path) if self._length
+                      else np.zeros(0, dtype=np.int64))
             values.setflags(write=False)
             self._columns[name] = values
         return self._columns[name]
@@ -215,11 +217,14 @@ class Dataset:
         low, high = int(unique[0]), int(unique[-1]) + 1
         row_bytes = ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))
         if len(unique) == high - low:
-            values = ds[low:high]
+            values = read_rows(ds, slice(low, high), self.path)
         elif len(unique) >= _DENSE_FRACTION * (high - low) and (high - low) * row_bytes <= _DENSE_MAX_BYTES:
-            values = ds[low:high][unique - low]
+            values = read_rows(ds, slice(low, high), self.path)[unique - low]
         else:
-            values = _read_runs(ds, unique)
+            try:
+                values = _read_runs(ds, unique)
+            except (OSError, RuntimeError) as err:
+                raise read_error(ds, unique, self.path, err) from err
         out = values[inverse.reshape(-1)]
         return out[0] if scalar else out
 
@@ -248,7 +253,7 @@ class Dataset:
         if rows.size and (rows.min() < 0 or rows.max() >= self._episodes):
             raise IndexError(f"episode index out of range for {self._episodes} episodes")
         unique, inverse = np.unique(rows, return_inverse=True)
-        return handle["reset_obs"][unique][inverse.reshape(-1)]
+        return read_rows(handle["reset_obs"], unique, self.path)[inverse.reshape(-1)]
 
     def images(self, idx: Index, device: Any = "cpu") -> Any:
         """Torch-ready images: float32 ``(m, C, H, W)`` in ``[0, 1]`` on ``device``."""

@@ -23,7 +23,8 @@ name               shape, dtype             meaning
 
 Per-episode datasets (``E`` episodes): ``reset_obs`` ``(E, H, W, C)`` uint8, the observation returned
 by ``reset`` (so episodes can be replayed as transitions), and ``episode_start`` ``(E,)`` int64, the
-row of each episode's first step.
+row of each episode's first step. ``chunk_index`` ``(slots, 3)`` int64: where the storage chunks lie
+(see ``CHUNK_INDEX``; absent in files of older versions).
 
 Root attributes: ``schema_version``, ``package_version``, ``env_id``, ``env_kwargs`` (JSON),
 ``menu`` (JSON list, ``null`` for regime 0, ``Intervention.to_dict`` otherwise; absent when the env
@@ -36,6 +37,14 @@ Crash safety: rows are buffered in numpy and written one chunk at a time; the co
 updated only after the chunk's data is written and flushed, and readers trust the counters, never the
 dataset shapes. A file is created under a temporary name and renamed into place, so the path never
 holds a half-initialised file.
+
+Integrity: every dataset is written with HDF5's fletcher32 checksum filter, so a damaged storage chunk
+is an error on read (``DatasetError`` naming the file, the dataset and the rows), never silently wrong
+data. Files written before the checksums (no filter) still read. The dataset ``chunk_index`` is a small
+index of where every storage chunk lies in the file (see ``CHUNK_INDEX``), updated before each commit;
+``causal_wm.data.repair`` uses it to salvage a truncated file whose HDF5 chunk index (B-tree nodes
+spread over the file) is partly lost. A fully zeroed storage chunk (checksum bytes included) passes the
+checksum; a truncated file is checked against its length instead.
 """
 
 from __future__ import annotations
@@ -61,6 +70,14 @@ COMPRESSIONS = (None, "gzip", "lzf")
 # HDF5 storage chunks of about this many bytes: small enough for random minibatch reads, large enough
 # that chunk-index overhead stays negligible.
 _STORAGE_CHUNK_BYTES = 1 << 20
+# The salvage index: an int64 dataset of shape (slots, 3) holding (byte offset, stored size, filter
+# mask) of every storage chunk, -1 where unknown; storage chunk ``c`` of dataset ``INDEXED_FIELDS[f]``
+# sits in slot ``c * len(INDEXED_FIELDS) + f``. Its own storage chunks are large and uncompressed, so
+# they are allocated early (the first one with the first chunk of data) and rewritten in place.
+CHUNK_INDEX = "chunk_index"
+INDEXED_FIELDS = ROW_FIELDS + EPISODE_FIELDS
+_INDEX_CHUNK_SLOTS = 1 << 16  # 1.5 MiB
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 class DatasetError(ValueError):
@@ -127,11 +144,12 @@ def storage_chunk_rows(row_shape: tuple[int, ...], itemsize: int, flush_rows: in
 
 
 def write_rows(ds: h5py.Dataset, start: int, data: np.ndarray) -> None:
-    """``ds[start: start + len(data)] = data``, writing whole storage chunks of uncompressed datasets
-    with ``write_direct_chunk`` (no pass through HDF5's chunk cache and filter pipeline)."""
+    """``ds[start: start + len(data)] = data``, writing whole storage chunks of datasets without any
+    filter (files of older versions) with ``write_direct_chunk`` (no pass through HDF5's chunk cache and
+    filter pipeline); datasets with filters (checksums, compression) go through the pipeline."""
     m = len(data)
     rows = ds.chunks[0] if ds.chunks is not None else 0
-    if ds.compression is not None or rows < 2 or m < rows:
+    if _has_filters(ds) or rows < 2 or m < rows:
         ds[start: start + m] = data
         return
     head = min(m, (-start) % rows)
@@ -143,6 +161,62 @@ def write_rows(ds: h5py.Dataset, start: int, data: np.ndarray) -> None:
         ds.id.write_direct_chunk((start + k, *zeros), np.ascontiguousarray(data[k: k + rows], dtype=ds.dtype))
     if head + full < m:
         ds[start + head + full: start + m] = data[head + full:]
+
+
+def index_slot(name: str, chunk: int) -> int:
+    """The ``chunk_index`` slot of storage chunk ``chunk`` of dataset ``name``."""
+    return chunk * len(INDEXED_FIELDS) + INDEXED_FIELDS.index(name)
+
+
+def _has_filters(ds: h5py.Dataset) -> bool:
+    return ds.id.get_create_plist().get_nfilters() > 0
+
+
+def repair_hint(path: Path | str) -> str:
+    return (f"salvage its intact rows with `causal-wm repair {path} --out FIXED.h5` "
+            f"(causal_wm.data.repair(path, out))")
+
+
+def read_rows(ds: h5py.Dataset, selection: Any, path: Path | str) -> np.ndarray:
+    """``ds[selection]``, turning HDF5's read errors (a checksum mismatch of a damaged chunk, an
+    unreadable chunk index) into a ``DatasetError`` naming the file, the dataset and the damaged rows."""
+    try:
+        return ds[selection]
+    except (OSError, RuntimeError) as err:  # RuntimeError: HDF5's chunk index itself is damaged
+        raise read_error(ds, selection, path, err) from err
+
+
+def read_error(ds: h5py.Dataset, selection: Any, path: Path | str, err: Exception) -> DatasetError:
+    """The ``DatasetError`` of a failed read of ``ds[selection]``: probes its storage chunks one by one to
+    name the rows that cannot be read."""
+    low, high = _selection_bounds(selection, ds.shape[0])
+    rows = ds.chunks[0] if ds.chunks is not None else max(1, high - low)
+    bad: list[tuple[int, int]] = []
+    for first in range(low - low % rows, high, rows):
+        last = min(first + rows, ds.shape[0])
+        try:
+            ds[first:last]
+        except (OSError, RuntimeError):
+            if bad and bad[-1][1] == first:
+                bad[-1] = (bad[-1][0], last)
+            else:
+                bad.append((first, last))
+    where = ", ".join(f"{a}..{b - 1}" for a, b in bad) if bad else f"{low}..{high - 1}"
+    return DatasetError(f"{path} is damaged: rows {where} of dataset {ds.name.lstrip('/')!r} cannot be read "
+                        f"({err}; a checksum mismatch means the stored bytes changed); the other rows still "
+                        f"read; {repair_hint(path)}")
+
+
+def _selection_bounds(selection: Any, length: int) -> tuple[int, int]:
+    if isinstance(selection, tuple):
+        selection = selection[0] if selection else slice(None)
+    if isinstance(selection, slice):
+        start, stop, _ = selection.indices(length)
+        return start, max(start + 1, stop)
+    array = np.asarray(selection).reshape(-1)
+    if array.size == 0:
+        return 0, length
+    return int(array.min()), int(array.max()) + 1
 
 
 def check_writable(path: Path) -> None:
@@ -190,11 +264,44 @@ def deferred_interrupts() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def has_hdf5_signature(path: Path) -> bool:
+    """Whether ``path`` starts like an HDF5 file (the superblock signature at offset 0)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
+    except OSError:
+        return False
+
+
 def _open_error(path: Path, err: OSError) -> DatasetError:
     if "unable to lock file" in str(err):
         return DatasetError(f"{path} is open for writing in another process (a collection still running?): "
                             f"{err}")
-    return DatasetError(f"{path} is not a readable HDF5 collection (truncated or corrupt file?): {err}")
+    if not has_hdf5_signature(path):
+        return DatasetError(f"{path} is not a readable HDF5 collection (not an HDF5 file at all; truncated or "
+                            f"corrupt file?): {err}")
+    kind = "truncated" if "truncated file" in str(err) else "damaged"
+    return DatasetError(f"{path} is not a readable HDF5 collection (truncated or corrupt file: it looks {kind}, "
+                        f"e.g. a full disk or an interrupted copy): {err}. Start over with resume=False "
+                        f"(causal-wm collect --no-resume), or {repair_hint(path)}")
+
+
+def check_overwritable(path: Path) -> None:
+    """Raise ``ValueError`` unless the existing file ``path`` may be replaced by a fresh collection: it must
+    be a causal_wm collection (or an HDF5 file too damaged to open, such as a truncated collection)."""
+    if not path.exists():
+        return
+    refuse = (f"refusing to overwrite {path}: it is not a causal_wm collection (%s); pass overwrite=True "
+              f"(causal-wm collect --overwrite) to replace it, or choose another path")
+    if not has_hdf5_signature(path):
+        raise ValueError(refuse % "not an HDF5 file")
+    try:
+        with h5py.File(path, "r") as handle:
+            is_collection = "schema_version" in handle.attrs and "committed_length" in handle.attrs
+    except OSError:
+        return  # an HDF5 file too damaged to open: what starting over after a crash replaces
+    if not is_collection:
+        raise ValueError(refuse % "an HDF5 file without schema_version / committed_length attributes")
 
 
 def check_schema(handle: h5py.File, path: Path | str) -> None:
@@ -256,7 +363,12 @@ class Writer:
         self._episode_start: list[int] = []
         self.regime_counts: dict[int, int] = {}
         if self.length:
-            regimes, counts = np.unique(self.file["regime"][: self.length], return_counts=True)
+            try:
+                regime = read_rows(self.file["regime"], slice(0, self.length), path)
+            except Exception:
+                self.file.close()
+                raise
+            regimes, counts = np.unique(regime, return_counts=True)
             self.regime_counts = {int(r): int(c) for r, c in zip(regimes, counts, strict=True)}
 
     @staticmethod
@@ -354,7 +466,43 @@ class Writer:
     def _create_dataset(self, name: str, row_shape: tuple[int, ...], dtype: np.dtype) -> None:
         rows = storage_chunk_rows(row_shape, dtype.itemsize, self.flush_rows)
         self.file.create_dataset(name, shape=(0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
-                                 chunks=(rows, *row_shape), compression=self.compression)
+                                 chunks=(rows, *row_shape), compression=self.compression, fletcher32=True)
+
+    # --- the salvage index ----------------------------------------------------------------------
+    def _record_chunks(self, name: str, start: int, stop: int) -> None:
+        """Write the file locations of the storage chunks holding rows ``start..stop - 1`` of ``name``
+        into ``chunk_index`` (created, or grown, as needed)."""
+        ds = self.file[name]
+        if ds.chunks is None or stop <= start:
+            return
+        rows = ds.chunks[0]
+        zeros = (0,) * (ds.ndim - 1)
+        first, last = start // rows, (stop - 1) // rows
+        entries = np.full((last - first + 1, 3), -1, dtype=np.int64)
+        for k, chunk in enumerate(range(first, last + 1)):
+            info = ds.id.get_chunk_info_by_coord((chunk * rows, *zeros))
+            if info.byte_offset is not None:
+                entries[k] = (info.byte_offset, info.size, info.filter_mask)
+        index = self._chunk_index(index_slot(name, last) + 1)
+        first_slot = index_slot(name, first)
+        index[first_slot: first_slot + len(INDEXED_FIELDS) * len(entries): len(INDEXED_FIELDS)] = entries
+
+    def _chunk_index(self, slots: int) -> h5py.Dataset:
+        if CHUNK_INDEX not in self.file:
+            # storage chunks of the index sized so that the requested rows fill at most 16 of them: few
+            # enough that HDF5's chunk index of the index never splits (its root node stays where it was
+            # created, near the start of the file), large enough to hold a collection grown a few times
+            rows = min(self.file[n].chunks[0] for n in self._buffers)
+            planned = -(-max(int(self.file.attrs.get("target_length", 0)), self.total) // rows)
+            wanted = max(slots, planned * len(INDEXED_FIELDS)) // 16
+            chunk = min(_INDEX_CHUNK_SLOTS, max(256, 1 << max(0, wanted - 1).bit_length()))
+            self.file.create_dataset(CHUNK_INDEX, shape=(0, 3), maxshape=(None, 3), dtype=np.int64,
+                                     chunks=(chunk, 3), fillvalue=-1, fletcher32=True)
+        index = self.file[CHUNK_INDEX]
+        if index.shape[0] < slots:
+            chunk = index.chunks[0]
+            index.resize(-(-slots // chunk) * chunk, axis=0)
+        return index
 
     def flush(self) -> None:
         """Write and commit the buffered rows and episode records (one h5py write per dataset)."""
@@ -377,7 +525,14 @@ class Writer:
                 ds = self.file[name]
                 ds.resize(self.episodes + e, axis=0)
                 ds[self.episodes:] = values
-        # data first, counters after: a crash in between leaves extra rows that nobody trusts
+        # data first, then where it lies (the salvage index), counters last: a crash in between leaves
+        # extra rows that nobody trusts
+        self.file.flush()
+        for name in self._buffers:
+            self._record_chunks(name, start, start + m)
+        if e:
+            for name in EPISODE_FIELDS:
+                self._record_chunks(name, self.episodes, self.episodes + e)
         self.file.flush()
         self.length += m
         self.episodes += e
