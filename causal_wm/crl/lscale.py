@@ -60,8 +60,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from causal_wm.crl.dag import closest_dag, gap_threshold
+from causal_wm.crl.environments import check_null_policy, rescale_envs, screen_null_envs, validate_envs
 from causal_wm.crl.representation import LinearEncoderResult, regime_labels
-from causal_wm.crl.scores import check_null_policy, rescale_envs, score_differences, screen_null_envs, validate_envs
+from causal_wm.crl.scores import score_differences
 
 __all__ = ["LinearCRLResult", "lscale_i"]
 

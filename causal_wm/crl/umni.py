@@ -100,15 +100,9 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import stats
 
+from causal_wm.crl.environments import check_null_policy, rescale_envs, screen_null_envs, validate_envs
 from causal_wm.crl.representation import LinearEncoderResult, regime_labels
-from causal_wm.crl.scores import (
-    GaussianScores,
-    Support,
-    check_null_policy,
-    rescale_envs,
-    screen_null_envs,
-    validate_envs,
-)
+from causal_wm.crl.scores import GaussianScores, Support
 from causal_wm.scm.graphs import transitive_closure
 
 __all__ = ["UMNIResult", "fisher_z_test", "partial_correlation", "umni_crl"]

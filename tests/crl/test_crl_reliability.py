@@ -144,7 +144,7 @@ def test_umni_refuses_or_drops_an_environment_with_no_effect():
 @pytest.mark.parametrize("hard", [True, False])
 @pytest.mark.parametrize("num_samples", [500, 3000])
 def test_the_no_effect_test_passes_the_real_problems(hard, num_samples):
-    from causal_wm.crl.scores import null_environment_test
+    from causal_wm.crl.environments import null_environment_test
 
     for seed in range(3):
         for problem, n in ((lscale_problem(4, 10, num_samples, hard=hard, seed=seed), 4),
