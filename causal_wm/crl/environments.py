@@ -205,3 +205,13 @@ def screen_null_envs(envs: list[np.ndarray], k: int, null_envs: str, who: str,
                          "environments out, or null_envs='keep' to use them anyway")
     kept = [m for m in range(1, M + 1) if m not in bad]
     return kept, {**info, "dropped": bad}
+
+
+def keep_envs(kept: Sequence[int], envs: list[np.ndarray], labels: list[int],
+              score_diffs: list[np.ndarray] | None) -> tuple[list[np.ndarray], list[int], list[np.ndarray] | None]:
+    """The observational environment plus the interventional ones in ``kept`` (indices 1..M), with
+    their regime labels and score differences (``screen_null_envs``'s choice applied)."""
+    if len(kept) == len(envs) - 1:
+        return envs, labels, score_diffs
+    return ([envs[0], *(envs[m] for m in kept)], [labels[m - 1] for m in kept],
+            None if score_diffs is None else [score_diffs[m - 1] for m in kept])

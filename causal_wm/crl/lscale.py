@@ -60,7 +60,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from causal_wm.crl.dag import closest_dag, gap_threshold
-from causal_wm.crl.environments import check_null_policy, rescale_envs, screen_null_envs, validate_envs
+from causal_wm.crl.environments import check_null_policy, keep_envs, rescale_envs, screen_null_envs, validate_envs
 from causal_wm.crl.representation import LinearEncoderResult, regime_labels
 from causal_wm.crl.scores import score_differences
 
@@ -477,11 +477,7 @@ def lscale_i(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | 
     kept, null_info = screen_null_envs(envs, len(envs) - 1 if n is None else int(n), null_envs, "lscale_i",
                                        score_diffs)
     dropped = null_info["dropped"]
-    if dropped:
-        envs = [envs[0], *(envs[m] for m in kept)]
-        labels = [labels[m - 1] for m in kept]
-        if score_diffs is not None:
-            score_diffs = [score_diffs[m - 1] for m in kept]
+    envs, labels, score_diffs = keep_envs(kept, envs, labels, score_diffs)
     n = _validate(envs, n, dropped)
     U, pooled_spectrum = _support(envs, n, seed, n_given)
     Y = [x @ U for x in envs]

@@ -100,7 +100,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import stats
 
-from causal_wm.crl.environments import check_null_policy, rescale_envs, screen_null_envs, validate_envs
+from causal_wm.crl.environments import check_null_policy, keep_envs, rescale_envs, screen_null_envs, validate_envs
 from causal_wm.crl.representation import LinearEncoderResult, regime_labels
 from causal_wm.crl.scores import GaussianScores, Support
 from causal_wm.scm.graphs import transitive_closure
@@ -369,11 +369,7 @@ def umni_crl(envs: Sequence[np.ndarray], *, score_diffs: Sequence[np.ndarray] | 
     n_given = n is not None
     kept, null_info = screen_null_envs(envs, M if n is None else int(n), null_envs, "umni_crl", score_diffs)
     dropped = null_info["dropped"]
-    if dropped:
-        envs = [envs[0], *(envs[m] for m in kept)]
-        labels = [labels[m - 1] for m in kept]
-        if score_diffs is not None:
-            score_diffs = [score_diffs[m - 1] for m in kept]
+    envs, labels, score_diffs = keep_envs(kept, envs, labels, score_diffs)
     n = _check_counts(envs, n, dropped)
     M = len(envs) - 1
     support = Support(envs, n)
