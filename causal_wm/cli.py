@@ -2,6 +2,7 @@
 
     causal-wm collect causal_wm/Balls-v0 --steps 100000 --out balls.h5 --num-envs 2 --vectorization async
     causal-wm collect causal_wm/Balls-v0 --per-regime 10000 --out balls_balanced.h5
+    causal-wm export balls_balanced.h5 --format citris --out balls_citris/
     causal-wm fit balls_balanced.h5 --out model.pt
     causal-wm evaluate model.pt --out eval/
     causal-wm plan model.pt --steps 200
@@ -24,6 +25,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -168,6 +170,9 @@ def _cli_wording(command: str, text: str) -> str:
 
     if command == "collect":  # collect words its own messages
         return text
+    if command == "export":
+        text = text.replace("pass overwrite=True (causal-wm export --overwrite)", "pass --overwrite")
+        return re.sub(r"\b(val|test)_fraction\b", r"--\1-fraction", text)
     text = text.replace("resume=False (causal-wm collect --no-resume)", "causal-wm collect --no-resume")
     if command == "fit":
         text = re.sub(r"\bcheckpoint_dir\b", "--checkpoint-dir", text)
@@ -248,8 +253,9 @@ def add_collect_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--env-kwargs", type=_json_object, default=None, metavar="JSON",
                         help="keyword arguments for gymnasium.make, as a JSON object")
     parser.add_argument("--chunk-size", type=_positive_int, default=1024, help="rows written per chunk (default 1024)")
-    parser.add_argument("--compression", choices=("none", "gzip", "lzf"), default="none",
-                        help="lossless HDF5 compression (default none)")
+    parser.add_argument("--compression", choices=("lzf", "gzip", "none"), default="lzf",
+                        help="lossless HDF5 compression of the images: lzf (default; fast, about 10x smaller for "
+                             "the built-in scenes), gzip (smaller, slower) or none; a continued file keeps its own")
     parser.add_argument("--no-resume", action="store_true",
                         help="start over, replacing an existing collection at --out (or a damaged one)")
     parser.add_argument("--overwrite", action="store_true",
@@ -328,6 +334,56 @@ def run_repair(args: argparse.Namespace) -> int:
         raise UsageError(str(err).replace("resume=False (causal-wm collect --no-resume)",
                                           "causal-wm collect --no-resume")) from err
     print(report)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------------------------------
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
+def add_export_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export", help="write a collection in another library's dataset format (CITRIS/BISCUIT)",
+        description="Write a collection as the dataset folder that the CITRIS and BISCUIT data loaders read: "
+                    "train/val/test .npz sequences (targets[t]: the intervention of the step into frame t+1; "
+                    "actions[t]: the one-hot action that produced frame t), *_indep and *_triplets files "
+                    "rendered by the scene, and settings.json with the causal graph. See docs/collect.md.")
+    parser.add_argument("data", metavar="DATA", help="the collection (HDF5 file)")
+    parser.add_argument("--format", choices=("citris",), default="citris",
+                        help="citris: the CITRIS/BISCUIT {split}.npz folder (default)")
+    parser.add_argument("--out", required=True, metavar="FOLDER", help="the folder to write")
+    parser.add_argument("--val-fraction", type=_fraction, default=0.1, help="share of episodes in val (default 0.1)")
+    parser.add_argument("--test-fraction", type=_fraction, default=0.1, help="share of episodes in test (default 0.1)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the indep and triplet samples")
+    parser.add_argument("--no-render", action="store_true",
+                        help="skip the *_indep and *_triplets files (they are rendered by the scene)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier export at --out (any other non-empty folder is refused)")
+    parser.set_defaults(handler=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from causal_wm.data import Dataset
+
+    out = _check_output_folder(args.out)
+    if not Path(args.data).is_file():
+        raise UsageError(f"no collection file at {args.data}")
+    _stage(f"exporting {args.data} to {out}")
+    with Dataset(args.data) as dataset, _writing(out), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the files skipped, and why, are printed with the result
+        result = dataset.export_citris(out, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                                       seed=args.seed, render=False if args.no_render else None,
+                                       overwrite=args.overwrite)
+    print(str(result).replace("render=False", "--no-render"))
     return 0
 
 
@@ -658,8 +714,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_collect_command, add_repair_command, add_fit_command, add_evaluate_command, add_plan_command,
-    add_train_agent_command, add_bench_command, add_demo_command,
+    add_collect_command, add_repair_command, add_export_command, add_fit_command, add_evaluate_command,
+    add_plan_command, add_train_agent_command, add_bench_command, add_demo_command,
 ]
 
 

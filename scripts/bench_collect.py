@@ -8,7 +8,9 @@ Measures, side by side on this machine:
   one process (``num_envs=1``) and with two env processes (``num_envs=2, vectorization="async"``:
   two workers run whole episodes, the main process writes), and with ``num_envs=2`` in one process
   (``sync``) for reference;
-- the same with lzf compression, and the write path alone (rows already in memory) in MB/s.
+- one process without compression (the collector's default is lzf, which every other setting uses), and
+  the write path alone (rows already in memory, uncompressed) in MB/s. ``scripts/bench_storage.py``
+  compares the compressions (disk use, write and read speed).
 
 Besides wall-clock frames/s, every collection run records the CPU time of all its processes per frame:
 on a machine shared with other jobs the wall-clock numbers depend on the load, the CPU cost does not.
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         "1 process (num_envs=1)": {},
         "2 processes (num_envs=2, async)": {"num_envs": 2, "vectorization": "async"},
         "1 process, 2 envs (num_envs=2, sync)": {"num_envs": 2, "vectorization": "sync"},
-        "1 process, lzf compression": {"compression": "lzf"},
+        "1 process, uncompressed": {"compression": None},
     }
     load_before = os.getloadavg()
     results: dict[str, dict] = {}

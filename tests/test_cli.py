@@ -30,7 +30,7 @@ def test_collect_balanced_and_vectorized(tmp_path):
     assert set(Dataset(out).regime_counts().values()) == {2}
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["collect", "--help"], ["--version"]])
+@pytest.mark.parametrize("argv", [["--help"], ["collect", "--help"], ["export", "--help"], ["--version"]])
 def test_help_exits_zero(argv, capsys):
     assert main(argv) == 0
     assert "causal-wm" in capsys.readouterr().out

@@ -142,7 +142,8 @@ def test_collect_and_dataset(tmp_path):
 def test_cli_subcommands_exit_cleanly(tmp_path, capsys):
     argvs = [[], ["nope"], ["collect"], ["collect", "causal_wm/NoSuchEnv-v0", "--steps", "5", "--out", "x.h5"],
              ["collect", "causal_wm/Balls-v0", "--steps", "-3", "--out", "x.h5"],
-             ["fit", "missing.h5", "--out", "m.pt"],
+             ["fit", "missing.h5", "--out", "m.pt"], ["export", "missing.h5", "--out", str(tmp_path / "x")],
+             ["export", "x.h5", "--out", str(tmp_path / "x"), "--val-fraction", "2"],
              ["evaluate", "missing.pt", "--out", str(tmp_path / "e")], ["plan", "missing.pt"],
              ["train-agent", "--obs-type", "nope"], ["bench", "nope"], ["demo", "--preset", "nope"],
              ["fit", "x.h5", "--out", "m.pt", "--set", "=1"]]

@@ -109,6 +109,14 @@ def _umni(r: dict) -> None:
     assert len(leaves) == 2 and all(len(s["records"]) == s["runs"] == 2 for s in leaves)
 
 
+def _storage(r: dict) -> None:
+    s = r["settings"]
+    assert s["quick"] and s["frames"] == 2_000 and s["repeats"] == 1 and s["read_batches"] == 5
+    assert set(r["results"]) == {"none", "lzf", "gzip", "lzf, 64-frame chunks"}
+    assert all(len(v["random_runs"]) == 1 and v["file_bytes"] > 0 for v in r["results"].values())
+    assert r["results"]["lzf"]["file_bytes"] < r["results"]["none"]["file_bytes"]
+
+
 def _tables(r: dict) -> None:
     assert r["config"]["quick"] and r["config"]["readme"]
     readme = Path(r["readme"]).read_text()
@@ -140,6 +148,8 @@ SPECS: dict[str, Spec] = {
                          {"benchmark", "complete", "settings", "rows", "summary", "machine"}, _scores),
     "bench_umni": Spec(["--out", "{out}/umni.json"], "umni.json", {"settings", "results", "config", "machine", "table"},
                        _umni),
+    "bench_storage": Spec(["--out", "{out}/storage.json"], "storage.json",
+                          {"benchmark", "machine", "settings", "results"}, _storage),
     "results_tables": Spec(["--out", "{out}"], "tables.json", {"config", "sources", "sections", "tables", "readme"},
                            _tables),
     "train_agent": Spec(["--out", "{out}"], "Balls-v0__true__ppo__0/curve.json",

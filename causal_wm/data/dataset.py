@@ -18,7 +18,14 @@ from typing import Any
 import h5py
 import numpy as np
 
-from causal_wm.data.format import DatasetError, menu_from_json, open_for_reading, read_error, read_rows
+from causal_wm.data.format import (
+    DatasetError,
+    menu_from_json,
+    open_for_reading,
+    read_error,
+    read_rows,
+    write_npy_member,
+)
 
 Index = int | slice | Sequence[int] | np.ndarray
 # Read a contiguous range and subselect in memory when the wanted rows fill at least this fraction of
@@ -316,7 +323,9 @@ class Dataset:
 
     # --- exports ------------------------------------------------------------------------------
     def to_npz(self, path: str | os.PathLike, indices: Index | None = None, *, compressed: bool = False) -> Path:
-        """Write a CITRIS/BISCUIT-style ``.npz``, streamed chunk by chunk (no full copy in RAM).
+        """Write every column to one ``.npz``, streamed chunk by chunk (no full copy in RAM). This keeps the
+        collection's own alignment (row ``i``'s targets and action belong to the step into frame ``i``); the
+        folder that the CITRIS and BISCUIT loaders read is ``export_citris``.
 
         Keys: ``images`` uint8 ``(N, H, W, C)``, ``latents`` float64 ``(N, n)`` (if known),
         ``targets`` uint8 ``(N, n)`` intervention target masks (if known), ``actions``, ``regimes``
@@ -340,15 +349,25 @@ class Dataset:
                 dtype = np.dtype(dtype or ds.dtype)
                 blocks = (self._read(name, rows[s: s + _EXPORT_ROWS]).astype(dtype, copy=False)
                           for s in range(0, len(rows), _EXPORT_ROWS))
-                _write_npy(archive, key, (len(rows), *ds.shape[1:]), dtype, blocks)
+                write_npy_member(archive, key, (len(rows), *ds.shape[1:]), dtype, blocks)
             graph = self.graph
             if graph is not None:
-                _write_npy(archive, "graph", graph.shape, graph.dtype, iter([graph]))
+                write_npy_member(archive, "graph", graph.shape, graph.dtype, iter([graph]))
             menu = self.attrs.get("menu")
             if menu is not None:
                 text = np.asarray(menu)
-                _write_npy(archive, "menu_json", (), text.dtype, iter([text]))
+                write_npy_member(archive, "menu_json", (), text.dtype, iter([text]))
         return path
+
+    def export_citris(self, folder: str | os.PathLike, **kwargs: Any) -> Any:
+        """Write the folder that the CITRIS and BISCUIT data loaders read: ``train``/``val``/``test``
+        sequences, ``*_indep`` and ``*_triplets`` files (rendered by the scene) and ``settings.json``; their
+        ``targets[t]`` is the intervention of the step into frame ``t + 1``, ``actions[t]`` the one-hot
+        action that produced frame ``t``. Keyword arguments and the files: ``causal_wm.data.citris_export``.
+        Returns a ``CitrisExport`` (files written and skipped, the latent scale)."""
+        from causal_wm.data.citris_export import export_citris
+
+        return export_citris(self, folder, **kwargs)
 
     def to_minari(self, dataset_id: str, **kwargs: Any) -> Any:
         """Export to a Minari dataset (needs the optional ``minari`` extra); lossless: observations go
@@ -377,14 +396,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode()
     return value
-
-
-def _write_npy(archive: zipfile.ZipFile, key: str, shape: tuple[int, ...], dtype: np.dtype,
-               blocks: Iterator[np.ndarray]) -> None:
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-              "shape": tuple(int(s) for s in shape)}
-    with archive.open(key + ".npy", "w", force_zip64=True) as member:
-        np.lib.format.write_array_header_2_0(member, header)
-        for block in blocks:
-            member.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
-

@@ -38,6 +38,10 @@ updated only after the chunk's data is written and flushed, and readers trust th
 dataset shapes. A file is created under a temporary name and renamed into place, so the path never
 holds a half-initialised file.
 
+Compression: ``obs`` is compressed with a lossless HDF5 filter (``lzf`` by default, ``gzip`` or none on
+request; see ``Writer``); every other dataset is small and stored uncompressed. Files written without
+compression (the default of older versions) read and continue as they are.
+
 Integrity: every dataset is written with HDF5's fletcher32 checksum filter, so a damaged storage chunk
 is an error on read (``DatasetError`` naming the file, the dataset and the rows), never silently wrong
 data. Files written before the checksums (no filter) still read. The dataset ``chunk_index`` is a small
@@ -53,6 +57,7 @@ import json
 import os
 import signal
 import threading
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,6 +75,10 @@ COMPRESSIONS = (None, "gzip", "lzf")
 # HDF5 storage chunks of about this many bytes: small enough for random minibatch reads, large enough
 # that chunk-index overhead stays negligible.
 _STORAGE_CHUNK_BYTES = 1 << 20
+# Compressed images get smaller chunks: a read decompresses whole chunks, so a random minibatch row costs
+# its chunk's decompression. 128 KiB (8 frames of 64 x 64 x 3) keeps random reads as fast as uncompressed
+# ones at the same file size (scripts/bench_storage.py measures both).
+_COMPRESSED_CHUNK_BYTES = 1 << 17
 # The salvage index: an int64 dataset of shape (slots, 3) holding (byte offset, stored size, filter
 # mask) of every storage chunk, -1 where unknown; storage chunk ``c`` of dataset ``INDEXED_FIELDS[f]``
 # sits in slot ``c * len(INDEXED_FIELDS) + f``. Its own storage chunks are large and uncompressed, so
@@ -135,11 +144,12 @@ def scm_to_dict(scm: Any) -> dict[str, Any]:
             "box": box, "names": list(scm.names), "mechanisms": mechanisms}
 
 
-def storage_chunk_rows(row_shape: tuple[int, ...], itemsize: int, flush_rows: int) -> int:
-    """Rows per HDF5 storage chunk: the largest power of two within the byte budget and ``flush_rows``
+def storage_chunk_rows(row_shape: tuple[int, ...], itemsize: int, flush_rows: int,
+                       budget: int = _STORAGE_CHUNK_BYTES) -> int:
+    """Rows per HDF5 storage chunk: the largest power of two within the byte ``budget`` and ``flush_rows``
     (a power of two divides the usual power-of-two flush sizes, so whole chunks can be written raw)."""
     row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * itemsize)
-    limit = max(1, min(flush_rows, _STORAGE_CHUNK_BYTES // row_bytes))
+    limit = max(1, min(flush_rows, budget // row_bytes))
     return 1 << (limit.bit_length() - 1)
 
 
@@ -161,6 +171,18 @@ def write_rows(ds: h5py.Dataset, start: int, data: np.ndarray) -> None:
         ds.id.write_direct_chunk((start + k, *zeros), np.ascontiguousarray(data[k: k + rows], dtype=ds.dtype))
     if head + full < m:
         ds[start + head + full: start + m] = data[head + full:]
+
+
+def write_npy_member(archive: zipfile.ZipFile, key: str, shape: tuple[int, ...], dtype: np.dtype,
+                     blocks: Iterator[np.ndarray]) -> None:
+    """Stream the array ``key`` of ``shape`` and ``dtype`` into an ``.npz`` archive as ``key.npy``, block by
+    block (C order along the first axis), so that no full copy is ever held in memory."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": tuple(int(s) for s in shape)}
+    with archive.open(key + ".npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array_header_2_0(member, header)
+        for block in blocks:
+            member.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
 
 
 def index_slot(name: str, chunk: int) -> int:
@@ -343,7 +365,7 @@ class Writer:
     Args:
         path: the file (must already exist, see ``create``).
         flush_rows: rows per written chunk.
-        compression: ``None``, ``"gzip"`` or ``"lzf"`` (lossless either way).
+        compression: ``None``, ``"gzip"`` or ``"lzf"`` (lossless either way), for ``obs`` only.
     """
 
     def __init__(self, path: Path, flush_rows: int, compression: str | None) -> None:
@@ -464,9 +486,14 @@ class Writer:
             self._create_dataset("episode_start", (), np.dtype(np.int64))
 
     def _create_dataset(self, name: str, row_shape: tuple[int, ...], dtype: np.dtype) -> None:
-        rows = storage_chunk_rows(row_shape, dtype.itemsize, self.flush_rows)
+        # Only the images are compressed: they are nearly all of the bytes, and their storage chunks line up
+        # with the flushes, so each is written once. Chunks that fill over several flushes (the per-episode
+        # datasets) are rewritten in place; compressed, every rewrite would move them to the end of the file.
+        compression = self.compression if name == "obs" else None
+        budget = _COMPRESSED_CHUNK_BYTES if compression else _STORAGE_CHUNK_BYTES
+        rows = storage_chunk_rows(row_shape, dtype.itemsize, self.flush_rows, budget)
         self.file.create_dataset(name, shape=(0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
-                                 chunks=(rows, *row_shape), compression=self.compression, fletcher32=True)
+                                 chunks=(rows, *row_shape), compression=compression, fletcher32=True)
 
     # --- the salvage index ----------------------------------------------------------------------
     def _record_chunks(self, name: str, start: int, stop: int) -> None:

@@ -135,10 +135,27 @@ class _ChunkReader:
         self.name = src.name.lstrip("/")
         self.rows = src.chunks[0] if src.chunks is not None else 0
         self._cache: tuple[int, np.ndarray | None] | None = None
-        if self.rows:
-            self.dummy = scratch.create_dataset(
-                self.name, shape=src.chunks, chunks=src.chunks, dtype=src.dtype, compression=src.compression,
-                compression_opts=src.compression_opts, shuffle=src.shuffle, fletcher32=src.fletcher32)
+        self._scratch = scratch
+        self._dummies: dict[int, h5py.Dataset] = {}
+
+    def _dummy(self, mask: int) -> h5py.Dataset:
+        """A one-chunk dataset in the scratch file with the source's filters except those that ``mask``
+        says were skipped for a chunk (bit ``i`` set: filter ``i`` not applied, e.g. lzf on a chunk it
+        could not shrink). Chunk bytes are written into it raw with mask 0 and decoded, checksum included,
+        on read: HDF5 does not decode a raw chunk written with a nonzero mask in the same session."""
+        if mask not in self._dummies:
+            source = self.src.id.get_create_plist()
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_chunk(self.src.chunks)
+            for i in range(source.get_nfilters()):
+                if not (mask >> i) & 1:
+                    code, flags, values, _ = source.get_filter(i)
+                    dcpl.set_filter(code, flags, values)
+            space = h5py.h5s.create_simple(self.src.chunks)
+            name = f"{self.name}-mask{mask}".encode()
+            self._dummies[mask] = h5py.Dataset(h5py.h5d.create(self._scratch.id, name, self.src.id.get_type(),
+                                                               space, dcpl=dcpl))
+        return self._dummies[mask]
 
     def _locations(self, chunk: int) -> list[tuple[int, int, int]]:
         found = []
@@ -168,8 +185,9 @@ class _ChunkReader:
                     continue  # not stored, or (partly) beyond the end of the surviving file
                 zeros = (0,) * (self.src.ndim - 1)
                 try:
-                    self.dummy.id.write_direct_chunk((0, *zeros), self.raw.read_raw(offset, size), filter_mask=mask)
-                    result = self.dummy[...]  # goes through the filters: the checksum is verified here
+                    dummy = self._dummy(mask)
+                    dummy.id.write_direct_chunk((0, *zeros), self.raw.read_raw(offset, size))
+                    result = dummy[...]  # goes through the filters: the checksum is verified here
                     break
                 except (OSError, ValueError):
                     continue
