@@ -103,13 +103,13 @@ def test_demo_presets_layer_on_the_world_model_presets():
     wm = make_config("cpu")
     changed = {f.name for f in dataclasses.fields(ImageCRLConfig) if getattr(cpu.world_model.crl, f.name)
                != getattr(wm.crl, f.name)}
-    # the demo's cpu preset is the fitter's cpu preset with exactly these four stage-1 shortcuts
-    assert changed == {"ae_max_per_regime", "ae_epochs", "classifier_epochs", "classifier_patience"}
+    # the demo's cpu preset is the fitter's cpu preset with exactly these four shortcuts
+    assert changed == {"ae_max_per_regime", "ae_epochs", "readout_members", "e2e_epochs"}
     assert cpu.world_model.mechanism_steps == wm.mechanism_steps
     assert make_demo_config("debug").world_model == make_config("debug")
     assert make_demo_config("cpu", {"per_regime": 10, "world_model.crl.code_dim": 4}).world_model.crl.code_dim == 4
     assert set(DEMO_PRESETS) == set(PRESETS)
-    assert IMAGE_PRESETS["cpu"]["ae_epochs"] == 15  # the shared preset dicts were not mutated by the layering
+    assert IMAGE_PRESETS["cpu"]["ae_epochs"] == 12  # the shared preset dicts were not mutated by the layering
 
 
 def test_config_arguments_come_from_field_docstrings():

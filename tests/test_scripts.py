@@ -74,6 +74,20 @@ def _gscale_images(r: dict) -> None:
     assert r["vector"] is None
 
 
+def _image_crl(r: dict) -> None:
+    s = r["settings"]
+    assert s["quick"] and s["preset"] == "debug" and s["per_regime"] == 60 and s["graph_seeds"] == [0]
+    assert set(r["scenes"]) == {"Balls-v0", "Shadow-v0"} and set(r["goals"]) == set(r["scenes"])
+    for scene in r["scenes"].values():
+        summary = scene["summary"]
+        assert summary["runs"] == len(scene["runs"]) == 1 and summary["route"] == s["routes"][0]
+        assert {"mcc_spearman_mean", "mcc_spearman_min", "mcc_pearson_mean", "shd_mean", "ceiling_corr_mean",
+                "seconds_mean", "goals_met"} <= set(summary)
+        run = scene["runs"][0]
+        assert set(run["routes"]) == set(s["routes"]) and "ceiling" in run and "plain_autoencoder_code" in run
+        assert all(Path(p).exists() for p in [scene["plot"], *run["plots"]])
+
+
 def _linear(r: dict) -> None:
     s = r["settings"]
     assert s["quick"] and s["runs"] == 2 and s["samples"] == [5_000]
@@ -138,6 +152,8 @@ SPECS: dict[str, Spec] = {
                            "collect"}, _collect),
     "bench_gscale": Spec(["--out", "{out}/gscale.json"], "gscale.json", {"vector", "images"}, _gscale),
     "bench_gscale_images": Spec(["--out", "{out}/gscale.json"], "gscale.json", {"vector", "images"}, _gscale_images),
+    "bench_image_crl": Spec(["--out", "{out}/image_crl.json"], "image_crl.json",
+                            {"description", "settings", "machine", "goals", "scenes"}, _image_crl),
     "bench_linear": Spec(["--out", "{out}/linear.json"], "linear.json", {"settings", "lscale", "umni", "machine"},
                          _linear),
     "bench_planning": Spec(["--out", "{out}", "--cache", "{out}/cache"], "planning_quick.json",

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from causal_wm._torch import smooth_mlp
+from causal_wm.crl.latent_scm import LatentSCM
 from causal_wm.crl.scores import LogRatioNet
 
 
@@ -199,6 +200,74 @@ class MultinomialReadout(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return self.out(self.log_ratios(y))
+
+
+class _ReadoutMember(nn.Module):
+    """One map ``u -> z`` ``(B, n)`` of a parametric read-out: a linear part plus an MLP (started at 0)."""
+
+    def __init__(self, code_dim: int, n: int, hidden: int, depth: int, seed: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(code_dim, n)
+        self.encoder = smooth_mlp(code_dim, n, hidden, depth, zero_last=True, seed=seed)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.linear(u) + self.encoder(u)
+
+
+class ParametricReadout(nn.Module):
+    """Route "parametric": a map ``h: y -> z`` ``(B, n)`` and a latent SCM on ``z``
+    (``causal_wm.crl.latent_scm.LatentSCM``) whose log densities are the logits of one classifier
+    over the observational regime and the ``2n`` regimes of the pairs (pair ``k``: regimes ``2k + 1``
+    and ``2k + 2`` of the classifier, both hard interventions on latent ``k``).
+
+    ``h`` is the mean of ``members`` independently trained maps, each standardised (and oriented) on
+    observational frames by its ``member_center`` and ``member_scale`` ``(members, n)``: averaging
+    cancels part of every member's estimation error. Pair logit ``k`` is
+    ``log q_second(z_k) - log q_first(z_k)`` (a function of ``z_k`` alone, by construction); the
+    output is ``z`` standardised (and oriented) on observational samples.
+    """
+
+    def __init__(self, code_dim: int, n: int, hidden: int, depth: int, mechanism: str = "linear",
+                 mechanism_hidden: int = 16, seed: int = 0, members: int = 1) -> None:
+        super().__init__()
+        self.n = n
+        self.inp = Standardize(torch.zeros(code_dim), torch.ones(code_dim))
+        # member i: z = linear(u) + MLP(u); the linear part starts at every pair's linear discriminant
+        self.members = nn.ModuleList(_ReadoutMember(code_dim, n, hidden, depth, seed + 97 * i) for i in range(members))
+        self.register_buffer("member_center", torch.zeros(members, n))
+        self.register_buffer("member_scale", torch.ones(members, n))
+        self.scm = LatentSCM(n, [(k,) for k in range(n) for _ in range(2)], mechanism, mechanism_hidden, seed + 1)
+        self.register_buffer("first", 2 * torch.arange(n))
+        self.register_buffer("second", 2 * torch.arange(n) + 1)
+        self.out = Standardize(torch.zeros(n), torch.ones(n))
+
+    @property
+    def mechanism(self) -> str:
+        return self.scm.mechanism
+
+    @property
+    def num_members(self) -> int:
+        return len(self.members)
+
+    def raw(self, y: torch.Tensor) -> torch.Tensor:
+        """Unstandardised latents ``(B, n)`` (the SCM's coordinates)."""
+        u = self.inp(y)
+        if len(self.members) == 1:
+            return (self.members[0](u) - self.member_center[0]) / self.member_scale[0]
+        z = torch.stack([m(u) for m in self.members])
+        return ((z - self.member_center[:, None]) / self.member_scale[:, None]).mean(0)
+
+    def regime_logits(self, y: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, 2n + 1)`` over the regimes (observational first, ``logit_0 = 0``)."""
+        return self.scm.logits(self.raw(y))
+
+    def log_ratios(self, y: torch.Tensor) -> torch.Tensor:
+        """Pair logits ``(B, n)``: ``log p^second / p^first`` of every pair."""
+        ratios = self.scm.log_ratios(self.raw(y))
+        return ratios[:, self.second] - ratios[:, self.first]
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.out(self.raw(y))
 
 
 class LatentDecoder(nn.Module):

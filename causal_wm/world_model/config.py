@@ -30,6 +30,9 @@ class WorldModelConfig:
     """Adam steps of a mechanism MLP (kept only where it predicts far better than the linear mechanism)"""
     mechanism_hidden: int = 32
     """width of a mechanism MLP"""
+    mechanisms_from_representation: bool = True
+    """start from the latent SCM the representation fitted (the parametric image route): its mechanisms
+    (residual distributions refitted) and intervention laws; False: fit the mechanisms anew"""
 
     def validate(self) -> WorldModelConfig:
         for name in ("mechanism_steps", "mechanism_hidden"):

@@ -110,23 +110,34 @@ class NodeMechanism:
     """
 
     def __init__(self, parents: list[int], weights: np.ndarray, intercept: float, noise: QuantileNoise,
-                 mlp: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+                 mlp: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                 network: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
         self.parents = [int(p) for p in parents]
         self.weights = np.asarray(weights, dtype=np.float64).reshape(len(self.parents))
         self.intercept = float(intercept)
         self.noise = noise
         self.mlp = None if mlp is None else [(np.asarray(w, np.float64), np.asarray(b, np.float64)) for w, b in mlp]
+        # (w1 (H, p), b1 (H,), w2 (H,)): a SiLU network added to the linear part (the latent SCM of the
+        # parametric image CRL route)
+        self.network = None if network is None else tuple(np.asarray(a, np.float64) for a in network)
         self.estimator = "mlp" if mlp is not None else "least squares"
 
     @property
     def kind(self) -> str:
-        return "mlp" if self.mlp is not None else "linear"
+        if self.mlp is not None:
+            return "mlp"
+        return "linear + network" if self.network is not None else "linear"
 
     def mean(self, z: np.ndarray) -> np.ndarray:
         """``f(z[:, parents])`` ``(num,)`` for latents ``z`` ``(num, n)``."""
         x = np.asarray(z, dtype=np.float64)[:, self.parents]
         if self.mlp is None:
-            return x @ self.weights + self.intercept
+            out = x @ self.weights + self.intercept
+            if self.network is not None:
+                w1, b1, w2 = self.network
+                pre = x @ w1.T + b1
+                out = out + (pre / (1.0 + np.exp(-pre))) @ w2
+            return out
         h = x
         for i, (w, b) in enumerate(self.mlp):
             h = h @ w.T + b
@@ -136,14 +147,36 @@ class NodeMechanism:
 
     def state(self) -> dict[str, Any]:
         return {"parents": self.parents, "weights": self.weights.tolist(), "intercept": self.intercept,
-                "noise": self.noise.state(),
-                "mlp": None if self.mlp is None else [[w.tolist(), b.tolist()] for w, b in self.mlp]}
+                "noise": self.noise.state(), "estimator": self.estimator,
+                "mlp": None if self.mlp is None else [[w.tolist(), b.tolist()] for w, b in self.mlp],
+                "network": None if self.network is None else [a.tolist() for a in self.network]}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> NodeMechanism:
         mlp = None if state["mlp"] is None else [(np.asarray(w), np.asarray(b)) for w, b in state["mlp"]]
-        return cls(state["parents"], np.asarray(state["weights"]), state["intercept"],
-                   QuantileNoise(np.asarray(state["noise"])), mlp)
+        network = state.get("network")
+        mech = cls(state["parents"], np.asarray(state["weights"]), state["intercept"],
+                   QuantileNoise(np.asarray(state["noise"])), mlp,
+                   None if network is None else tuple(np.asarray(a) for a in network))
+        mech.estimator = str(state.get("estimator", mech.estimator))
+        return mech
+
+    @classmethod
+    def from_latent_scm(cls, scm: Any, k: int, parents: list[int], z: np.ndarray) -> NodeMechanism:
+        """The mechanism of latent ``k`` that a latent SCM (``causal_wm.crl.latent_scm.LatentSCMParameters``,
+        in the same coordinates as ``z``) found, restricted to ``parents`` (the thresholded graph: inputs
+        outside it are dropped); its residual distribution is refitted on ``z`` ``(m, n)``, rows where
+        ``k`` is not intervened on."""
+        parents = sorted(int(p) for p in parents)
+        network = None
+        if scm.mechanism == "mlp" and parents:
+            # the network's inputs outside the graph are held at the observational mean 0
+            network = (scm.w1[k][:, parents], scm.b1[k], scm.w2[k])
+        mech = cls(parents, scm.weight[parents, k], float(scm.bias[k]), QuantileNoise.gaussian(0, 1),
+                   network=network)
+        mech.estimator = "latent SCM of the representation"
+        mech.noise = QuantileNoise.fit(np.asarray(z, dtype=np.float64)[:, k] - mech.mean(z))
+        return mech
 
     @classmethod
     def fit(cls, z: np.ndarray, k: int, parents: list[int], *, regimes: np.ndarray | None = None,

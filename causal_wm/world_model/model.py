@@ -419,12 +419,17 @@ class CausalWorldModel(Persistent):
         # mechanisms on every row whose regime leaves the node alone
         mechanisms = []
         mech_diag = []
+        # the parametric image route already fitted a latent SCM in these coordinates: start from it
+        latent_scm = getattr(representation, "latent_scm", None) if config.mechanisms_from_representation else None
         for k in range(n):
             free = [r for r in present if r in env_targets and k not in env_targets[r]]
             rows = np.isin(regimes, free)
             parents = [int(p) for p in np.flatnonzero(graph[:, k])]
-            mech = NodeMechanism.fit(z[rows], k, parents, regimes=regimes[rows], hidden=config.mechanism_hidden,
-                                     steps=config.mechanism_steps, seed=derive_seed(seed, 7, k))
+            if latent_scm is not None:
+                mech = NodeMechanism.from_latent_scm(latent_scm, k, parents, z[rows])
+            else:
+                mech = NodeMechanism.fit(z[rows], k, parents, regimes=regimes[rows], hidden=config.mechanism_hidden,
+                                         steps=config.mechanism_steps, seed=derive_seed(seed, 7, k))
             mechanisms.append(mech)
             resid = z[rows, k] - mech.mean(z[rows])
             mech_diag.append({"latent": k, "parents": parents, "kind": mech.kind, "estimator": mech.estimator,
@@ -433,11 +438,17 @@ class CausalWorldModel(Persistent):
         diagnostics["mechanisms"] = mech_diag
         # interventional distributions of every regime's targets
         regime_models: dict[int, dict[int, QuantileNoise]] = {0: {}}
+        laws = {} if latent_scm is None else {
+            (int(r), int(t)): (float(latent_scm.law_mean[i, t]), float(latent_scm.law_std[i, t]))
+            for i, (r, ts) in enumerate(zip(latent_scm.regimes, latent_scm.targets, strict=True)) for t in ts}
         for r in present:
             if r == 0 or r not in env_targets:
                 continue
             rows = regimes == r
-            regime_models[r] = {t: QuantileNoise.fit(z[rows, t]) for t in env_targets[r]}
+            # the latent SCM's intervention law where it has one, else the encoded frames' quantiles
+            regime_models[r] = {t: QuantileNoise.gaussian(*laws[(r, t)]) if (r, t) in laws
+                                else QuantileNoise.fit(z[rows, t]) for t in env_targets[r]}
+        diagnostics["intervention_laws"] = "latent SCM of the representation" if laws else "encoded frames"
         # true node <-> learned latent and calibration
         latent_of_node: dict[int, int] = {}
         moments: dict[int, list[tuple[float, float, float, float, int]]] = {}

@@ -96,8 +96,8 @@ def test_bad_settings_and_data_raise_value_errors(scene):
         make_config("debug", epochs=3)
     with pytest.raises(ValueError, match="route"):
         make_config("debug", route="pixels")
-    with pytest.raises(ValueError, match="menu"):
-        fit_image_crl(frames, preset="debug", progress=False)
+    with pytest.raises(ValueError, match="menu"):  # no menu: pairs are found, which needs two per node
+        fit_image_crl({r: frames[r] for r in range(4)}, preset="debug", progress=False)
     with pytest.raises(ValueError, match="no frames"):
         fit_image_crl({0: frames[0], 1: frames[1]}, pairs=[(1, 2)], preset="debug", progress=False)
     with pytest.raises(ValueError, match="uint8"):
@@ -267,3 +267,38 @@ def test_unknown_pairing_is_found_from_the_codes(scene):
     assert result.diagnostics["bayes_accuracy"] == [None] * 4  # no menu, no design to compare with
     with pytest.raises(ValueError, match="even"):
         fit_image_crl({r: frames[r] for r in range(4)}, pairs="find", preset="debug", progress=False)
+
+
+def test_end_to_end_stage_refines_the_parametric_read_out(scene, tmp_path):
+    """The end-to-end stage fine-tunes encoder, read-out and decoders on frames, then the read-out is
+    refined on every frame; its diagnostics say what each step did, and a rerun resumes from the stages."""
+    frames, latents, menu, _ = scene
+    result = fit_image_crl(frames, menu=menu, preset="debug", seed=0, progress=False, e2e_epochs=2,
+                           readout_members=2, checkpoint_dir=tmp_path / "ck")
+    d = result.diagnostics
+    history = d["end_to_end"]["history"]
+    assert history[0]["epoch"] == 0 and 1 <= len(history) - 1 <= 2
+    assert d["end_to_end"]["best_val_cross_entropy"] == min(h["val_cross_entropy"] for h in history)
+    assert "before_end_to_end" in d["readout"] and d["readout"]["mechanism"] in ("linear", "mlp")
+    assert mcc(latents[0], result.encode(frames[0]), "spearman").value > 0.8
+    z = result.encode(frames[0][:30])
+    assert z.shape == (30, 4) and np.all(np.isfinite(z))
+    assert result.decode(z).shape == (30, 16, 16, 3)
+    assert len(d["readout"]["members"]) == 2 and result.readout.num_members == 2
+    again = fit_image_crl(frames, menu=menu, preset="debug", seed=0, progress=False, e2e_epochs=2,
+                          readout_members=2, checkpoint_dir=tmp_path / "ck")
+    np.testing.assert_allclose(again.encode(frames[0][:30]), z, atol=1e-5)
+    assert again.diagnostics["seconds"]["end_to_end"] == pytest.approx(d["seconds"]["end_to_end"])
+    loaded = ImageCRLResult.load(result.save(tmp_path / "model.pt"), device="cpu")
+    np.testing.assert_allclose(loaded.encode(frames[0][:30]), z, atol=1e-5)
+    params = loaded.latent_scm
+    assert params is not None and params.weight.shape == (4, 4)
+
+
+def test_without_a_menu_the_pairs_are_found(scene):
+    frames, latents, _, _ = scene
+    result = fit_image_crl(frames, preset="debug", seed=0, progress=False)   # no menu, no pairs
+    d = result.diagnostics
+    assert d["pairs_source"].startswith("found") and d["pair_search"]["margin"] is not None
+    assert sorted(r for p in result.pairs for r in p) == list(range(1, len(frames)))
+    assert mcc(latents[0], result.encode(frames[0]), "spearman").value > 0.8

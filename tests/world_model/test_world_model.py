@@ -224,3 +224,31 @@ def test_instrumental_weights_undo_the_shrinkage_of_noisy_parents():
     assert mech.estimator == "two-stage least squares" and abs(mech.weights[0] - 0.8) < 0.05
     # one regime cannot instrument anything
     assert instrumental_linear(x, child, np.zeros(len(x), dtype=int)) is None
+
+
+def test_the_image_route_hands_its_latent_scm_to_the_world_model(image_model):
+    """The parametric image route fits a latent SCM; the world model starts from it: its mechanisms'
+    weights are the SCM's on the graph's parents, and the pairs' regimes use its intervention laws."""
+    model, ds, _, _ = image_model
+    scm = model.representation.latent_scm
+    assert scm is not None and model.diagnostics["intervention_laws"] == "latent SCM of the representation"
+    for k, mech in enumerate(model.mechanisms):
+        parents = [int(p) for p in np.flatnonzero(model.graph[:, k])]
+        assert mech.parents == parents and mech.estimator == "latent SCM of the representation"
+        np.testing.assert_allclose(mech.weights, scm.weight[parents, k])
+        assert mech.intercept == pytest.approx(scm.bias[k])
+    for i, (r, targets) in enumerate(zip(scm.regimes, scm.targets, strict=True)):
+        (k,) = targets
+        law = model.regimes[r][k]
+        assert np.median(law.quantile(np.zeros(1))) == pytest.approx(scm.law_mean[i, k], abs=1e-9)
+    # the thresholded mechanism strengths are the graph
+    strength = np.asarray(model.representation.diagnostics["graph_strength"])
+    tau = model.representation.diagnostics["graph_threshold"]
+    off = ~np.eye(model.n, dtype=bool)
+    assert np.all(model.graph[off & (strength <= tau)] == 0)
+    # switched off, the mechanisms are fitted anew on the encoded frames
+    fresh = CausalWorldModel.fit(ds, preset="debug", device="cpu", progress=False,
+                                 representation=model.representation,
+                                 overrides={"mechanisms_from_representation": False})
+    assert all(m.estimator != "latent SCM of the representation" for m in fresh.mechanisms)
+    assert fresh.diagnostics["intervention_laws"] == "encoded frames"

@@ -20,9 +20,11 @@ from causal_wm.crl.image_models import (
     LatentDecoder,
     MultinomialReadout,
     PairReadout,
+    ParametricReadout,
     StructuredReadout,
 )
 from causal_wm.crl.images.config import ImageCRLConfig, make_config
+from causal_wm.crl.latent_scm import LatentSCMParameters, export_parameters
 from causal_wm.device import resolve_device
 from causal_wm.persistence import Persistent, check_state, state_errors
 from causal_wm.pixels import check_frames, check_latents, frames_differ, prepare_images, to_hwc_uint8
@@ -76,6 +78,17 @@ class ImageCRLResult(Persistent):
     @property
     def device(self) -> torch.device:
         return next(self.autoencoder.parameters()).device
+
+    @property
+    def latent_scm(self) -> LatentSCMParameters | None:
+        """The latent SCM the parametric route fitted, in the output (standardised) latents: its
+        mechanisms (``weight[i, k]``, ``bias``, ``noise_std``, networks) and the intervention laws of the
+        pairs' regimes; None for the other routes. ``graph`` is its thresholded mechanism strength."""
+        if not isinstance(self.readout, ParametricReadout):
+            return None
+        regimes = [r for p in self.pairs for r in p]
+        return export_parameters(self.readout.scm, regimes, self.readout.out.mean.cpu().numpy(),
+                                 self.readout.out.std.cpu().numpy())
 
     def to(self, device: str | torch.device) -> ImageCRLResult:
         device = resolve_device(device)
@@ -206,12 +219,18 @@ def _chunks(images: Any, batch_size: int):
 
 
 
-def _build_modules(config: ImageCRLConfig, n: int, seed: int) -> tuple[ConvAutoencoder, nn.Module, LatentDecoder]:
+def _build_modules(config: ImageCRLConfig, n: int, seed: int, members: int | None = None
+                   ) -> tuple[ConvAutoencoder, nn.Module, LatentDecoder]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         ae = ConvAutoencoder(int(config.image_size), config.code_dim, config.channels, config.hidden)
-    if config.route == "pairs":
-        readout: nn.Module = PairReadout(config.code_dim, n, config.classifier_hidden, config.classifier_depth, seed)
+    if config.route == "parametric":
+        mechanism = config.mechanism if config.mechanism != "auto" else "linear"
+        readout: nn.Module = ParametricReadout(config.code_dim, n, config.multinomial_hidden, config.classifier_depth,
+                                               mechanism, config.mechanism_hidden, seed,
+                                               members=config.readout_members if members is None else members)
+    elif config.route == "pairs":
+        readout = PairReadout(config.code_dim, n, config.classifier_hidden, config.classifier_depth, seed)
     elif config.route == "multinomial":
         readout = MultinomialReadout(config.code_dim, n, config.multinomial_hidden, config.classifier_depth, seed)
     else:
