@@ -34,8 +34,17 @@ The route (all score differences are estimated from samples, never given):
    held-out loss.
    Observations first pass through a per-coordinate monotone map (``InputMap``; empirical quantiles to
    a standard normal by default), which keeps the resolution of saturated read-outs.
-3. Graph (``latent_graph``). The two environments of node ``i`` differ only in the mechanism of ``i``,
-   so a learned latent changes its distribution between them iff it is a descendant of ``i``
+3. Graph (``graph_method``). Default ``"mechanism"`` (``causal_wm.crl.mechanism_graph``): the latent SCM is
+   fitted in the learned coordinates by one classifier over all environments whose logits are its log
+   densities, ``logit_0 = 0`` and, for environment ``m`` on learned node ``k``,
+   ``log q_m(z_k) - log p_k(z_k | g_k(z))`` with ``g_k`` a masked MLP (mean and log standard deviation,
+   input ``k`` cut, group-L1 on its input weights) or a linear mechanism, whichever has the lower
+   held-out cross-entropy. An edge ``j -> k`` is read where removing input ``j`` from ``g_k`` (a permuted
+   copy in its place) raises the held-out cross-entropy above a cut found in the data, then projected
+   on the closest DAG. The Jacobians of the element-wise maps cancel between regimes, so the learned
+   coordinates serve as well as the true ones.
+   ``"scores"`` (``latent_graph``): the two environments of node ``i`` differ only in the mechanism of
+   ``i``, so a learned latent changes its distribution between them iff it is a descendant of ``i``
    (two-sample Kolmogorov-Smirnov distances, threshold from the data): this gives the ancestor
    relation, whose transitive reduction are edges. Shortcut edges (``i -> k`` with a longer path too)
    come from observational-vs-interventional log ratios re-estimated on the learned latents
@@ -74,6 +83,7 @@ from causal_wm.config import resolve_config
 from causal_wm.crl.dag import closest_dag, gap_threshold, transitive_reduction
 from causal_wm.crl.environments import validate_envs
 from causal_wm.crl.gscale_model import GScaleModel, InputMap, _Decoder, _Encoder
+from causal_wm.crl.mechanism_graph import mechanism_graph
 from causal_wm.crl.pairing import PairSearch, find_pairs, min_cost_pairing, pair_concentration
 from causal_wm.crl.representation import regime_labels
 from causal_wm.crl.scores import score_differences
@@ -94,6 +104,7 @@ __all__ = [
     "find_pairs",
     "gscale_i",
     "latent_graph",
+    "mechanism_graph",
     "min_cost_pairing",
     "pair_concentration",
     "pair_precision_init",
@@ -145,6 +156,18 @@ class GScaleConfig:
     """maximum epochs of the observational-vs-interventional classifiers on the learned latents"""
     graph_hidden: int = 64
     """width of those classifiers"""
+    graph_method: str = "mechanism"
+    """'mechanism' (edges from a contrastive fit of the latent SCM's mechanisms on the learned latents,
+    ``causal_wm.crl.mechanism_graph``, combined with the descendant statistic) or 'scores' (descendant
+    statistic plus observational-vs-interventional score classifiers, ``latent_graph``)"""
+    mechanism_hidden: int = 32
+    """width of every node's mechanism MLP ('mechanism' graph)"""
+    mechanism_depth: int = 2
+    """hidden layers of the mechanism MLPs"""
+    mechanism_steps: int = 1500
+    """Adam steps of the mechanism fit (each step draws batch_size samples of every environment)"""
+    mechanism_group_l1: float = 3e-4
+    """weight of the group-L1 penalty on the mechanisms' input weights"""
     linear_init: bool = True
     """start the encoder's linear part from the pair precisions (``pair_precision_init``)"""
     checkpoint_every: int = 10
@@ -164,6 +187,13 @@ class GScaleConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.lr <= 0 or self.reconstruction_weight < 0 or self.scale_weight < 0:
             raise ValueError("lr must be positive and the loss weights non-negative")
+        if self.graph_method not in ("mechanism", "scores"):
+            raise ValueError(f"graph_method must be 'mechanism' or 'scores', got {self.graph_method!r}")
+        for name in ("mechanism_hidden", "mechanism_depth", "mechanism_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.mechanism_group_l1 < 0:
+            raise ValueError(f"mechanism_group_l1 must be >= 0, got {self.mechanism_group_l1}")
         if self.input_transform not in ("quantile", "standard"):
             raise ValueError(f"input_transform must be 'quantile' or 'standard', got {self.input_transform!r}")
 
@@ -171,7 +201,8 @@ class GScaleConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # seconds on one CPU thread, for tests
     "debug": dict(hidden=32, depth=2, epochs=12, batch_size=64, restarts=1, pair_hidden=32, pair_epochs=8,
-                  pair_points=600, pair_clusters=4, graph_epochs=6, graph_hidden=16, checkpoint_every=4),
+                  pair_points=600, pair_clusters=4, graph_epochs=6, graph_hidden=16, checkpoint_every=4,
+                  mechanism_hidden=16, mechanism_steps=300),
     # n = 8, 5,000 samples per environment: about 3 minutes per problem on one thread of a shared 2-core CPU
     "cpu": dict(hidden=64, depth=2, epochs=40, batch_size=256, restarts=1, pair_hidden=128, pair_epochs=60,
                 pair_points=3200, pair_clusters=12, graph_epochs=25, graph_hidden=32),
@@ -201,7 +232,9 @@ class GScaleResult(Persistent):
         pairs_given: whether the pairs were given (else found by ``find_pairs``).
         history: per restart, per epoch: ``loss`` (train), ``val_pair_loss``, ``val_reconstruction``,
             ``val_pair_accuracy`` (index 0 = before training).
-        diagnostics: pairing costs, chosen restart, graph statistics and threshold, seconds per stage.
+        diagnostics: pairing costs, chosen restart, graph statistics and threshold (``graph["method"]``:
+            ``"mechanism"`` or ``"scores"``; files written before the mechanism graph have no method and
+            used ``"scores"``), seconds per stage.
     """
 
     model: GScaleModel
@@ -374,7 +407,9 @@ def pair_precision_init(mapped: Sequence[np.ndarray], pairs: Sequence[tuple[int,
 # Values of every environment hashed into the data fingerprint (a strided sample beyond this).
 _FINGERPRINT_VALUES = 1 << 20
 # Settings that do not change the result and so may differ between a run and its resume.
-_NOT_FINGERPRINTED = ("checkpoint_every",)
+# The graph settings act after the encoder training, so checkpoints of either graph method resume.
+_NOT_FINGERPRINTED = ("checkpoint_every", "graph_method", "mechanism_hidden", "mechanism_depth", "mechanism_steps",
+                      "mechanism_group_l1")
 
 
 def data_fingerprint(envs: Sequence[np.ndarray], n: int, pairs: Sequence[tuple[int, int]] | None, seed: int,
@@ -738,8 +773,18 @@ def gscale_i(envs: Sequence[np.ndarray], *, pairs: Sequence[Sequence[int]] | Non
     t = time.perf_counter()
     latents = [GScaleResult(model, np.zeros((n, n)), env_targets, target_latents, chosen, given is not None).encode(x)
                for x in envs]
-    graph, graph_info = latent_graph(latents, chosen, seed=derive_seed(seed, 31), device=str(dev),
-                                     epochs=cfg.graph_epochs, hidden=cfg.graph_hidden, batch_size=cfg.batch_size)
+    if cfg.graph_method == "mechanism":
+        graph, graph_info = mechanism_graph(latents, target_latents, seed=derive_seed(seed, 37),
+                                            hidden=cfg.mechanism_hidden, depth=cfg.mechanism_depth,
+                                            steps=cfg.mechanism_steps, batch_size=cfg.batch_size,
+                                            group_l1=cfg.mechanism_group_l1)
+        # the ancestor evidence, kept for inspection (it costs one pass over the latents)
+        graph_info["descendant_statistic"] = descendant_statistic(latents, chosen)
+    else:
+        graph, graph_info = latent_graph(latents, chosen, seed=derive_seed(seed, 31), device=str(dev),
+                                         epochs=cfg.graph_epochs, hidden=cfg.graph_hidden,
+                                         batch_size=cfg.batch_size)
+    graph_info["method"] = cfg.graph_method
     seconds["graph"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     diagnostics: dict[str, Any] = {

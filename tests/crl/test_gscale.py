@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from causal_wm.crl.gscale import (
     pair_concentration,
     transitive_reduction,
 )
+from causal_wm.crl.mechanism_graph import mechanism_graph, mechanism_statistic
 from causal_wm.scm import gscale_problem
 from causal_wm.scm.graphs import is_dag, transitive_closure
 
@@ -188,6 +190,63 @@ def test_descendant_statistic_separates_descendants():
     # weak edges can sit at the noise level; the bulk must separate
     assert np.median(K[T == 1]) > 3 * np.median(K[(T == 0) & off])
     assert np.mean(K[T == 1] > K[(T == 0) & off].max()) >= 0.5
+
+
+def _targets(problem) -> np.ndarray:
+    targets = np.zeros(2 * problem.n, dtype=np.int64)
+    for k, (a, b) in enumerate(problem.pairs):
+        targets[[a - 1, b - 1]] = k
+    return targets
+
+
+def _warp(z: np.ndarray) -> np.ndarray:
+    """An element-wise increasing map (what the learned latents are up to)."""
+    return np.tanh(z / 2) ** 3 + z
+
+
+@pytest.mark.parametrize(("latent", "seed", "steps"), [("quadratic", 2, 1200), ("quadratic", 3, 1200),
+                                                      ("linear", 0, 400)])
+def test_mechanism_graph_recovers_the_dag_from_warped_true_latents(latent, seed, steps):
+    # true latents up to element-wise maps, targets known: the fitted mechanisms give the exact DAG
+    problem = gscale_problem(4, 4, 4000, latent=latent, seed=seed)
+    A, info = mechanism_graph([_warp(z) for z in problem.latents], _targets(problem), seed=0, steps=steps,
+                              hidden=16)
+    np.testing.assert_array_equal(A, problem.graph)
+    S = info["mechanism_statistic"]
+    assert S.shape == (4, 4) and np.all(np.diag(S) == 0)
+    assert S[problem.graph == 1].min() > info["mechanism_threshold"] > S[problem.graph.T == 1].max()
+    assert set(info["mechanism_val_loss"]) == {"mlp", "linear"} and info["mechanism_kind"] in ("mlp", "linear")
+
+
+def test_mechanism_graph_is_deterministic_and_checks_targets():
+    problem = gscale_problem(3, 3, 600, seed=1)
+    lat, targets = problem.latents, _targets(problem)
+    a, info_a = mechanism_graph(lat, targets, seed=5, steps=60, hidden=8, kinds=("mlp",))
+    b, info_b = mechanism_graph(lat, targets, seed=5, steps=60, hidden=8, kinds=("mlp",))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(info_a["mechanism_statistic"], info_b["mechanism_statistic"])
+    with pytest.raises(ValueError, match="targets"):
+        mechanism_graph(lat, targets[:-1])
+    with pytest.raises(ValueError, match="targets"):
+        mechanism_graph(lat, np.full_like(targets, 3))
+    assert callable(mechanism_statistic)
+
+
+def test_graph_methods_and_old_files(tiny, tiny_result):
+    assert tiny_result.diagnostics["graph"]["method"] == "mechanism"
+    assert tiny_result.diagnostics["graph"]["mechanism_statistic"].shape == (tiny.n, tiny.n)
+    scores = gscale_i(tiny.observations, pairs=tiny.pairs, preset="debug", seed=0, device="cpu", epochs=2,
+                      graph_method="scores")
+    assert scores.diagnostics["graph"]["method"] == "scores" and is_dag(scores.graph)
+    with pytest.raises(ValueError, match="graph_method"):
+        make_config("debug", graph_method="magic")
+    # a file written before the graph method was recorded still loads
+    state = tiny_result.state()
+    diagnostics = json.loads(state["diagnostics"])
+    del diagnostics["graph"]["method"]
+    state["diagnostics"] = json.dumps(diagnostics)
+    old = GScaleResult.from_state(state)
+    np.testing.assert_array_equal(old.graph, tiny_result.graph)
 
 
 def test_input_map_inverts():
