@@ -302,3 +302,13 @@ def test_without_a_menu_the_pairs_are_found(scene):
     assert d["pairs_source"].startswith("found") and d["pair_search"]["margin"] is not None
     assert sorted(r for p in result.pairs for r in p) == list(range(1, len(frames)))
     assert mcc(latents[0], result.encode(frames[0]), "spearman").value > 0.8
+
+
+def test_regime_classifier_on_the_code_trains_with_the_autoencoder(scene):
+    frames, latents, menu, _ = scene
+    result = fit_image_crl(frames, menu=menu, preset="debug", seed=0, progress=False, ae_regime_weight=0.1)
+    history = result.diagnostics["autoencoder_history"]
+    ce = [h["train_regime_cross_entropy"] for h in history]
+    assert ce[-1] < ce[0] - 0.1   # the code learns what tells the regimes apart
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert mcc(latents[0], result.encode(frames[0]), "spearman").value > 0.8

@@ -17,8 +17,14 @@ The pipeline (``fit_image_crl``):
    is the learned latent ``t``: an exact zero of the GSCALE-I sparsity objective, reached without
    optimising it. For mean-shift pairs (the default menu of Balls-v0: ``N(-1, 0.7^2)`` vs
    ``N(+1, 0.7^2)``) that function is linear and monotone, so the logit is ``z_t`` up to an affine
-   map. Three routes implement this (``route``):
+   map. Four routes implement this (``route``):
 
+   - ``"parametric"`` (default): an MLP ``h: y -> z`` and a latent SCM on ``z`` whose log densities
+     are the logits of one classifier over all regimes (``causal_wm.crl.latent_scm``); it forces every
+     regime's log ratio to depend on its targets and their parents only and returns the graph and
+     the mechanisms with the latents. The read-out sees every frame (encoded once, streamed), its
+     maps can be averaged (``readout_members``), and an end-to-end stage can fine-tune the CNN
+     through the same loss (``e2e_epochs``); see docs/science.md section 4.4.
    - ``"pairs"``: one log-ratio classifier per pair on ``y`` (``causal_wm.crl.scores.ClassifierScores``);
      latent ``k`` is the standardised logit of pair ``k``.
    - ``"multinomial"``: one classifier over all ``2n + 1`` regimes on ``y`` (shared features, every
@@ -27,9 +33,10 @@ The pipeline (``fit_image_crl``):
      pair ``k`` (a 1-d head), trained jointly with an MLP ``z -> y`` that reconstructs the code;
      restarts are selected by held-out classifier loss.
 
-   The benchmark (``scripts/bench_gscale_images.py``) measures all three on one autoencoder; the
-   default route is the one that measured best (``benchmarks/results/gscale.json``).
-3. Graph (stage 3). For every interventional regime ``m`` on node ``k``, a classifier between the
+   ``scripts/bench_image_crl.py`` measures the default route against the supervised ceiling
+   (``benchmarks/results/image_crl.json``); ``scripts/bench_gscale_images.py`` compares the routes.
+3. Graph (stage 3). Route "parametric": the thresholded strengths ``E|d g_k / d z_i|`` of the latent
+   SCM's mechanisms. The other routes: for every interventional regime ``m`` on node ``k``, a classifier between the
    observational regime and ``m`` on the learned latents estimates ``r = log p^0 / p^m``; a hard
    intervention makes ``grad r`` nonzero only on ``{k} + pa(k)``. Edge strength
    ``M[i, k] = E|dr/dz_i| / E|dr/dz_k|`` (averaged over the regimes on ``k``, at observational

@@ -166,13 +166,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(image_size=32, max_per_regime=20_000, ae_max_per_regime=1500, code_dim=16, channels=32, hidden=256,
                 ae_epochs=12, batch_size=32, lr=2e-3, classifier_batch_size=128, classifier_epochs=300,
                 classifier_patience=20, cache_bytes=2 << 30, law_weight=1.0, readout_members=2, e2e_epochs=6,
-                decoder_max_per_regime=2000),
+                decoder_max_per_regime=2000, ae_regime_weight=0.1),
     # for one GPU: 64 x 64, more frames for every stage, a longer end-to-end stage
     "full": dict(image_size=64, max_per_regime=40_000, ae_max_per_regime=10_000, code_dim=16, channels=64,
                  hidden=512, ae_epochs=30, batch_size=128, lr=2e-3, classifier_batch_size=256, classifier_epochs=200,
                  classifier_patience=15, structured_restarts=3, cache_bytes=8 << 30, law_weight=1.0,
                  readout_members=3, readout_batch_size=256, e2e_epochs=20, e2e_max_per_regime=20_000,
-                 e2e_batch_per_regime=32),
+                 e2e_batch_per_regime=32, ae_regime_weight=0.1),
 }
 
 
