@@ -185,6 +185,14 @@ def run_key(cfg: Config, scene: str, graph_seed: int | None, env_kwargs: dict[st
     return _plain(key)
 
 
+def _without_graph_seed(key: dict[str, Any]) -> dict[str, Any]:
+    """A run's key less its graph seed (top level and in the env kwargs): what all runs of a scene share."""
+    out = {k: v for k, v in key.items() if k != "graph_seed"}
+    if isinstance(out.get("env_kwargs"), dict):
+        out["env_kwargs"] = {k: v for k, v in out["env_kwargs"].items() if k != "graph_seed"}
+    return out
+
+
 def _plain(value: Any) -> Any:
     """JSON round trip: the form a key has after being written and read back."""
     import json
@@ -465,8 +473,8 @@ def main(argv: list[str] | None = None) -> dict:
     for scene in cfg.scenes:
         keys = [run_key(cfg, s, g, kw, per_regime) for s, g, kw in plan if s == scene]
         prev = (scenes.get(scene) or {}).get("runs", [])
-        common = {k: v for k, v in keys[0].items() if k != "graph_seed"}
-        kept = [r for r in prev if {k: v for k, v in r.get("key", {}).items() if k != "graph_seed"} == common]
+        common = _without_graph_seed(keys[0])
+        kept = [r for r in prev if _without_graph_seed(r.get("key", {})) == common]
         scenes[scene] = {"runs": kept, "summary": scene_summary(scene, kept, cfg.routes)}
     report["scenes"] = scenes
     write_json(out, report, indent=1, default=float)

@@ -105,9 +105,9 @@ def test_features_equal_model_encode_on_sb3_preprocessed_frames(model, model_pat
     extractor = CausalFeaturesExtractor(space, model_path)
     assert extractor.features_dim == model.n
     x = torch.as_tensor(frames).permute(0, 3, 1, 2).float() / 255.0
-    np.testing.assert_allclose(extractor(x).numpy(), model.encode(frames), atol=1e-5)
+    np.testing.assert_allclose(extractor(x).numpy(), model.encode(frames), atol=1e-4)
     channel_last = CausalFeaturesExtractor(spaces.Box(0, 255, (32, 32, 3), dtype=np.uint8), model_path)
-    np.testing.assert_allclose(channel_last(x.permute(0, 2, 3, 1)).numpy(), model.encode(frames), atol=1e-5)
+    np.testing.assert_allclose(channel_last(x.permute(0, 2, 3, 1)).numpy(), model.encode(frames), atol=1e-4)
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn"])

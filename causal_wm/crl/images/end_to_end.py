@@ -8,6 +8,7 @@ draw from ``z`` alone (``decode(encode(x))`` gets as sharp as the autoencoder)."
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from typing import Any
@@ -46,10 +47,20 @@ def train_end_to_end(ae: ConvAutoencoder, readout: ParametricReadout, latent_dec
     rng = np.random.default_rng(derive_seed(seed, 31))
     steps = max(1, max(len(p) for p in train_pos) // bs)
 
+    def autocast() -> Any:
+        # bfloat16 for the convolutions on CUDA; the latent SCM's log densities stay in float32
+        if config.amp and device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        raw = readout.raw(ae.encoder(x))
+        with autocast():
+            y = ae.encoder(x)
+        raw = readout.raw(y.float())
         logits = readout.scm.logits(raw)
-        recon = ae.decoder(latent_decoder(readout.out(raw)))
+        code = latent_decoder(readout.out(raw))
+        with autocast():
+            recon = ae.decoder(code)
         return raw, logits, recon
 
     @torch.no_grad()
