@@ -157,7 +157,7 @@ def fit_parametric_readout(config: ImageCRLConfig, codes_train: dict[int, np.nda
             _standardize_output(extra, codes_train[0], device)
             trained.append(extra)
         model = _average_members(trained, config, device)
-        ensemble = train_model_scm(model, train, held, bs, config, device, derive_seed(seed, 24), per_frame,
+        ensemble = _fit_scm_only(model, train, held, bs, config, device, derive_seed(seed, 24), per_frame,
                                    held_weight)
         _standardize_output(model, codes_train[0], device, orient=False)
         diagnostics.update({"members": member_diag, "ensemble": ensemble,
@@ -207,12 +207,12 @@ def _average_members(trained: list[ParametricReadout], config: ImageCRLConfig, d
     return model
 
 
-def train_model_scm(model: ParametricReadout, train: list[torch.Tensor], held: list[torch.Tensor], bs: int,
+def _fit_scm_only(model: ParametricReadout, train: list[torch.Tensor], held: list[torch.Tensor], bs: int,
                     config: ImageCRLConfig, device: torch.device, seed: int, per_frame: Any,
                     held_weight: torch.Tensor) -> dict[str, Any]:
     """Fit only the latent SCM of ``model`` (its map frozen) on the latents of every training code."""
     with torch.no_grad():
-        z_train = [apply_in_chunks_tensor(model.raw, t) for t in train]
+        z_train = [_apply_in_chunks_tensor(model.raw, t) for t in train]
     labels = torch.arange(len(train), device=device).repeat_interleave(bs)
     gen = torch.Generator(device=device).manual_seed(seed)
     scm = model.scm
@@ -237,7 +237,8 @@ def train_model_scm(model: ParametricReadout, train: list[torch.Tensor], held: l
     return {"val_cross_entropy": fit.val_loss[fit.best_epoch], "epochs": fit.epochs_run, "best_epoch": fit.best_epoch}
 
 
-def apply_in_chunks_tensor(module: Any, values: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+def _apply_in_chunks_tensor(module: Any, values: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """``module`` over ``values`` ``(N, ...)`` in chunks of ``chunk`` rows, on their device."""
     return torch.cat([module(values[s: s + chunk]) for s in range(0, len(values), chunk)])
 
 
