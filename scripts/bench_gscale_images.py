@@ -44,8 +44,8 @@ from causal_wm.crl.images import (
     evaluate_image_crl,
     fit_image_crl,
     image_crl_figures,
+    plain_code_mcc,
 )
-from causal_wm.crl.metrics import mcc
 from causal_wm.device import machine_info
 
 
@@ -122,15 +122,6 @@ def build_data(cfg: Config, per_regime: int, folder: Path):
                 for r, iv in enumerate(menu)}
     env.close()
     return data, menu, graph, test_x, test_z
-
-
-def plain_code_mcc(result: ImageCRLResult, frames: np.ndarray, z_true: np.ndarray) -> dict:
-    """The autoencoder's own code, reduced to n principal components (no read-out)."""
-    y = result.codes(frames)
-    y = y - y.mean(axis=0)
-    _, _, vt = np.linalg.svd(y, full_matrices=False)
-    pcs = y @ vt[: z_true.shape[1]].T
-    return {"mcc_spearman": mcc(z_true, pcs, "spearman").value, "mcc_pearson": mcc(z_true, pcs).value}
 
 
 def write_entry(path: Path, entry: dict, preset: str) -> None:

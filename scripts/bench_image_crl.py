@@ -70,6 +70,7 @@ from causal_wm.crl.images import (
     fit_image_crl,
     image_crl_figures,
     make_config,
+    plain_code_mcc,
 )
 from causal_wm.crl.metrics import correlation_matrix, mcc
 from causal_wm.device import machine_info, resolve_device
@@ -198,15 +199,6 @@ def _plain(value: Any) -> Any:
     import json
 
     return json.loads(json.dumps(value, default=float))
-
-
-def plain_code_mcc(result: ImageCRLResult, frames: np.ndarray, z_true: np.ndarray) -> dict[str, float]:
-    """The autoencoder's own code reduced to ``n`` principal components (no read-out)."""
-    y = result.codes(frames)
-    y = y - y.mean(axis=0)
-    _, _, vt = np.linalg.svd(y, full_matrices=False)
-    pcs = y @ vt[: z_true.shape[1]].T
-    return {"mcc_spearman": mcc(z_true, pcs, "spearman").value, "mcc_pearson": mcc(z_true, pcs).value}
 
 
 def matched_correlations(z_true: np.ndarray, z_hat: np.ndarray) -> dict[str, list]:

@@ -77,6 +77,7 @@ from causal_wm.crl.images.config import PRESETS, ROUTES, ImageCRLConfig, make_co
 # the pipeline, the result and the figures import torch: load them on first use
 _LAZY = {
     "evaluate_image_crl": "causal_wm.crl.images.evaluation", "image_crl_figures": "causal_wm.crl.images.evaluation",
+    "plain_code_mcc": "causal_wm.crl.images.evaluation",
     "fit_image_crl": "causal_wm.crl.images.pipeline", "FORMAT": "causal_wm.crl.images.result",
     "FORMAT_VERSION": "causal_wm.crl.images.result", "ImageCRLResult": "causal_wm.crl.images.result",
     "bayes_accuracy": "causal_wm.crl.pairing", "pairs_from_menu": "causal_wm.crl.pairing",
@@ -103,5 +104,6 @@ __all__ = [
     "image_crl_figures",
     "make_config",
     "pairs_from_menu",
+    "plain_code_mcc",
     "prepare_images",
 ]

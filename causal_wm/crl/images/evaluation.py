@@ -35,6 +35,18 @@ def evaluate_image_crl(result: ImageCRLResult, frames: np.ndarray, z_true: np.nd
     return out
 
 
+def plain_code_mcc(result: ImageCRLResult, frames: np.ndarray, z_true: np.ndarray) -> dict[str, float]:
+    """The baseline without a read-out: the autoencoder's own code reduced to ``n`` principal components,
+    scored against the true latents ``(N, n)`` (``mcc_spearman``, ``mcc_pearson``)."""
+    from causal_wm.crl.metrics import mcc
+
+    y = result.codes(frames)
+    y = y - y.mean(axis=0)
+    _, _, vt = np.linalg.svd(y, full_matrices=False)
+    pcs = y @ vt[: z_true.shape[1]].T
+    return {"mcc_spearman": mcc(z_true, pcs, "spearman").value, "mcc_pearson": mcc(z_true, pcs).value}
+
+
 def image_crl_figures(result: ImageCRLResult, metrics: Mapping[str, Any], true_graph: np.ndarray,
                       folder: str | os.PathLike, stem: str, *, names: Sequence[str] | None = None,
                       frames: np.ndarray | None = None) -> dict[str, str]:

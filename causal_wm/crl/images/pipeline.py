@@ -32,7 +32,7 @@ from causal_wm.crl.image_models import (
 from causal_wm.crl.images.config import ImageCRLConfig, make_config
 from causal_wm.crl.images.frames import _Batches, _Frames
 from causal_wm.crl.images.readouts import _fit_readout, _pair_accuracy, fit_parametric_readout
-from causal_wm.crl.images.result import ImageCRLResult, _build_modules
+from causal_wm.crl.images.result import ImageCRLResult, _build_modules, build_readout
 from causal_wm.crl.pairing import _field, bayes_accuracy, pairs_from_menu
 from causal_wm.crl.scores import ClassifierScores
 from causal_wm.device import resolve_device
@@ -287,11 +287,10 @@ def fit_image_crl(data: Any, *, preset: str = "cpu", config: ImageCRLConfig | No
     saved = _cached_stage(ckpt, f"readout_{config.route}", later_print, "readout", seconds, fit_readout)
     readout_diag = json.loads(saved["diagnostics"])
     if parametric:
-        config.mechanism = str(readout_diag["mechanism"])  # the resolved choice, so the result can be rebuilt
-        _, readout, _ = _build_modules(config, n, seed, members=first_members)
-        readout.to(dev)
-    readout.load_state_dict(saved["readout"])
-    readout.eval().requires_grad_(False)
+        readout = _restore_parametric(saved, readout_diag, config, n, seed, first_members, dev)
+    else:
+        readout.load_state_dict(saved["readout"])
+        readout.eval().requires_grad_(False)
 
     z_train = {r: apply_in_chunks(readout, codes_train[r], dev) for r in used}
     z_val = {r: apply_in_chunks(readout, codes_val[r], dev) for r in used}
@@ -328,10 +327,7 @@ def fit_image_crl(data: Any, *, preset: str = "cpu", config: ImageCRLConfig | No
 
         saved = _cached_stage(ckpt, "readout_refined", later_print, "readout_refined", seconds, refine_readout)
         readout_diag = {**json.loads(saved["diagnostics"]), "before_end_to_end": readout_diag}
-        config.mechanism = str(readout_diag["mechanism"])
-        _, readout, _ = _build_modules(config, n, seed)
-        readout.to(dev).load_state_dict(saved["readout"])
-        readout.eval().requires_grad_(False)
+        readout = _restore_parametric(saved, readout_diag, config, n, seed, config.readout_members, dev)
         # the latent decoder was trained on the start's standardised output: fold in the new standardisation
         _fold_standardization(latent_decoder, start.out.mean, start.out.std, readout.out.mean, readout.out.std)
     accuracy = _pair_accuracy(readout, codes_val, pairs, dev)
@@ -367,6 +363,18 @@ def fit_image_crl(data: Any, *, preset: str = "cpu", config: ImageCRLConfig | No
         "autoencoder_history": history, "readout": readout_diag, "end_to_end": e2e_diag, "seconds": seconds,
     }
     return result
+
+
+def _restore_parametric(saved: dict[str, Any], diagnostics: dict[str, Any], config: ImageCRLConfig, n: int, seed: int,
+                        members: int, device: torch.device) -> ParametricReadout:
+    """The parametric read-out a (possibly cached) stage saved; ``config.mechanism`` becomes the resolved
+    choice, so the result can be rebuilt from its config."""
+    config.mechanism = str(diagnostics["mechanism"])
+    readout = build_readout(config, n, seed, members=members).to(device)
+    readout.load_state_dict(saved["readout"])
+    readout.eval().requires_grad_(False)
+    assert isinstance(readout, ParametricReadout)
+    return readout
 
 
 def _weak_latents(accuracy: list[float], bayes: list[float | None], margin: float = 0.03) -> list[int]:
@@ -559,7 +567,7 @@ def _end_to_end_stage(ae: ConvAutoencoder, readout: ParametricReadout, latent_de
         held = [va if len(va) <= 400 else np.sort(rng.choice(va, 400, replace=False))
                 for va in (val_rows[r] for r in used)]
         rows = np.concatenate(train + held)
-        batches = _Batches(frames, rows, int(config.image_size), device, max(config.cache_bytes, 1), progress)
+        batches = _Batches(frames, rows, int(config.image_size), device, config.cache_bytes, progress)
         offsets = np.cumsum([0] + [len(t) for t in train + held])
         positions = [offsets[i] + np.arange(len(t)) for i, t in enumerate(train + held)]
         diag = train_end_to_end(ae, readout, latent_decoder, batches, positions[: len(used)], positions[len(used):],

@@ -22,6 +22,7 @@ from causal_wm.crl.image_models import (
     StructuredReadout,
 )
 from causal_wm.crl.images.config import ImageCRLConfig
+from causal_wm.crl.images.result import build_readout
 from causal_wm.crl.latent_scm import MECHANISMS
 from causal_wm.crl.scores import ClassifierScores
 
@@ -106,13 +107,14 @@ def fit_parametric_readout(config: ImageCRLConfig, codes_train: dict[int, np.nda
         return {"val_cross_entropy": fit.val_loss[fit.best_epoch], "epochs": fit.epochs_run,
                 "best_epoch": fit.best_epoch}
 
-    def new_model(mechanism: str) -> ParametricReadout:
-        return ParametricReadout(pooled.shape[1], n, config.multinomial_hidden, config.classifier_depth, mechanism,
-                                 config.mechanism_hidden, derive_seed(seed, 21)).to(device)
+    def new_model(mechanism: str, model_seed: int | None = None) -> ParametricReadout:
+        model = build_readout(config, n, derive_seed(seed, 21) if model_seed is None else model_seed, members=1,
+                              mechanism=mechanism)
+        assert isinstance(model, ParametricReadout)
+        return model.to(device)
 
     def discriminant_model(mechanism: str, member: int) -> ParametricReadout:
-        model = ParametricReadout(pooled.shape[1], n, config.multinomial_hidden, config.classifier_depth, mechanism,
-                                  config.mechanism_hidden, derive_seed(seed, 21, member)).to(device)
+        model = new_model(mechanism, derive_seed(seed, 21, member))
         with torch.no_grad():
             model.inp.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
             model.inp.std.copy_(torch.as_tensor(std, dtype=torch.float32))
@@ -157,8 +159,7 @@ def fit_parametric_readout(config: ImageCRLConfig, codes_train: dict[int, np.nda
             _standardize_output(extra, codes_train[0], device)
             trained.append(extra)
         model = _average_members(trained, config, device)
-        ensemble = _fit_scm_only(model, train, held, bs, config, device, derive_seed(seed, 24), per_frame,
-                                   held_weight)
+        ensemble = _fit_scm_only(model, train, bs, config, device, derive_seed(seed, 24), per_frame, held_weight)
         _standardize_output(model, codes_train[0], device, orient=False)
         diagnostics.update({"members": member_diag, "ensemble": ensemble,
                             "val_cross_entropy": ensemble["val_cross_entropy"]})
@@ -171,18 +172,13 @@ def _standardize_output(model: ParametricReadout, codes_obs: np.ndarray, device:
     """Set the output standardisation on observational codes; with ``orient`` latent ``k`` increases
     from the first regime of its pair towards the second (by the laws' means)."""
     model.eval()
-    raw = apply_in_chunks(model.raw, codes_obs, device)
-    center, scale = raw.mean(axis=0), raw.std(axis=0)
-    if np.any(~np.isfinite(raw)) or np.any(scale <= 0):
-        raise FloatingPointError("a learned latent is constant or not finite on the observational frames; "
-                                 "the parametric read-out failed")
-    n = model.n
-    mu = model.scm.mu.detach().cpu().numpy()
-    k = np.arange(n)
-    sign = np.where(mu[2 * k + 1, k] < mu[2 * k, k], -1.0, 1.0) if orient else np.ones(n)
-    with torch.no_grad():
-        model.out.mean.copy_(torch.as_tensor(center, dtype=torch.float32))
-        model.out.std.copy_(torch.as_tensor(scale * sign, dtype=torch.float32))
+    _set_standardization(model.out, apply_in_chunks(model.raw, codes_obs, device))
+    if orient:
+        mu = model.scm.mu.detach().cpu().numpy()
+        k = np.arange(model.n)
+        with torch.no_grad():
+            model.out.std.mul_(torch.as_tensor(np.where(mu[2 * k + 1, k] < mu[2 * k, k], -1.0, 1.0),
+                                               dtype=torch.float32, device=model.out.std.device))
 
 
 @torch.no_grad()
@@ -193,9 +189,9 @@ def _average_members(trained: list[ParametricReadout], config: ImageCRLConfig, d
     from causal_wm.crl.latent_scm import export_parameters, load_parameters
 
     first = trained[0]
-    n, code_dim = first.n, first.inp.mean.numel()
-    model = ParametricReadout(code_dim, n, config.multinomial_hidden, config.classifier_depth, first.mechanism,
-                              config.mechanism_hidden, 0, members=len(trained)).to(device)
+    n = first.n
+    model = build_readout(config, n, 0, members=len(trained), mechanism=first.mechanism).to(device)
+    assert isinstance(model, ParametricReadout)
     model.inp.load_state_dict(first.inp.state_dict())
     for i, member in enumerate(trained):
         # every member shares the first one's input standardisation (they were fitted on the same codes)
@@ -207,12 +203,12 @@ def _average_members(trained: list[ParametricReadout], config: ImageCRLConfig, d
     return model
 
 
-def _fit_scm_only(model: ParametricReadout, train: list[torch.Tensor], held: list[torch.Tensor], bs: int,
-                    config: ImageCRLConfig, device: torch.device, seed: int, per_frame: Any,
-                    held_weight: torch.Tensor) -> dict[str, Any]:
+def _fit_scm_only(model: ParametricReadout, train: list[torch.Tensor], bs: int, config: ImageCRLConfig,
+                  device: torch.device, seed: int, per_frame: Any, held_weight: torch.Tensor) -> dict[str, Any]:
     """Fit only the latent SCM of ``model`` (its map frozen) on the latents of every training code."""
     with torch.no_grad():
-        z_train = [_apply_in_chunks_tensor(model.raw, t) for t in train]
+        z_train = [torch.as_tensor(apply_in_chunks(model.raw, t, device), dtype=torch.float32, device=device)
+                   for t in train]
     labels = torch.arange(len(train), device=device).repeat_interleave(bs)
     gen = torch.Generator(device=device).manual_seed(seed)
     scm = model.scm
@@ -235,11 +231,6 @@ def _fit_scm_only(model: ParametricReadout, train: list[torch.Tensor], held: lis
                                patience=max(3, config.classifier_patience // 4), lr_decays=1)
     check_finite(fit.val_loss[fit.best_epoch], "the latent SCM of the averaged read-out")
     return {"val_cross_entropy": fit.val_loss[fit.best_epoch], "epochs": fit.epochs_run, "best_epoch": fit.best_epoch}
-
-
-def _apply_in_chunks_tensor(module: Any, values: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """``module`` over ``values`` ``(N, ...)`` in chunks of ``chunk`` rows, on their device."""
-    return torch.cat([module(values[s: s + chunk]) for s in range(0, len(values), chunk)])
 
 
 @torch.no_grad()

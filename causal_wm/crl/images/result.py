@@ -219,21 +219,26 @@ def _chunks(images: Any, batch_size: int):
 
 
 
-def _build_modules(config: ImageCRLConfig, n: int, seed: int, members: int | None = None
-                   ) -> tuple[ConvAutoencoder, nn.Module, LatentDecoder]:
+def build_readout(config: ImageCRLConfig, n: int, seed: int, *, members: int | None = None,
+                  mechanism: str | None = None) -> nn.Module:
+    """The read-out module of ``config.route`` (parametric: ``mechanism``, default the config's, "auto"
+    meaning linear; ``members``, default ``readout_members``), untrained."""
+    if config.route == "parametric":
+        mechanism = mechanism or (config.mechanism if config.mechanism != "auto" else "linear")
+        return ParametricReadout(config.code_dim, n, config.multinomial_hidden, config.classifier_depth, mechanism,
+                                 config.mechanism_hidden, seed,
+                                 members=config.readout_members if members is None else members)
+    if config.route == "pairs":
+        return PairReadout(config.code_dim, n, config.classifier_hidden, config.classifier_depth, seed)
+    if config.route == "multinomial":
+        return MultinomialReadout(config.code_dim, n, config.multinomial_hidden, config.classifier_depth, seed)
+    return StructuredReadout(config.code_dim, n, config.classifier_hidden, config.classifier_depth, seed)
+
+
+def _build_modules(config: ImageCRLConfig, n: int, seed: int) -> tuple[ConvAutoencoder, nn.Module, LatentDecoder]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         ae = ConvAutoencoder(int(config.image_size), config.code_dim, config.channels, config.hidden)
-    if config.route == "parametric":
-        mechanism = config.mechanism if config.mechanism != "auto" else "linear"
-        readout: nn.Module = ParametricReadout(config.code_dim, n, config.multinomial_hidden, config.classifier_depth,
-                                               mechanism, config.mechanism_hidden, seed,
-                                               members=config.readout_members if members is None else members)
-    elif config.route == "pairs":
-        readout = PairReadout(config.code_dim, n, config.classifier_hidden, config.classifier_depth, seed)
-    elif config.route == "multinomial":
-        readout = MultinomialReadout(config.code_dim, n, config.multinomial_hidden, config.classifier_depth, seed)
-    else:
-        readout = StructuredReadout(config.code_dim, n, config.classifier_hidden, config.classifier_depth, seed)
+    readout = build_readout(config, n, seed)
     decoder = LatentDecoder(n, config.code_dim, config.classifier_hidden, config.classifier_depth, seed)
     return ae, readout, decoder
