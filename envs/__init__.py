@@ -4,6 +4,8 @@ Importing ``causal_wm`` registers them with gymnasium:
 
 - ``causal_wm/Balls-v0``: coloured balls whose coordinates follow a linear Gaussian SCM.
 - ``causal_wm/Shadow-v0``: a pendulum, a light and the shadow they cast (nonlinear SCM).
+- ``causal_wm/Chemistry-v0``: coloured objects whose colours follow a nonlinear SCM with an
+  interaction (``c = a * b``) and a mediator chain (``d -> e -> goal``).
 
 In both the action chooses an intervention on the latent causal model (action 0: none).
 """
@@ -12,10 +14,11 @@ from __future__ import annotations
 
 import gymnasium
 
-ENV_IDS = ("causal_wm/Balls-v0", "causal_wm/Shadow-v0")
+ENV_IDS = ("causal_wm/Balls-v0", "causal_wm/Shadow-v0", "causal_wm/Chemistry-v0")
 _ENTRY_POINTS = {
     "causal_wm/Balls-v0": "causal_wm.envs.balls:BallsEnv",
     "causal_wm/Shadow-v0": "causal_wm.envs.shadow:ShadowEnv",
+    "causal_wm/Chemistry-v0": "causal_wm.envs.chemistry:ChemistryEnv",
 }
 MAX_EPISODE_STEPS = 50
 
@@ -63,6 +66,9 @@ def __getattr__(name: str):
     if name in ("ShadowEnv", "shadow_scm", "ShadowRenderer"):
         from causal_wm.envs import shadow
         return getattr(shadow, name)
+    if name in ("ChemistryEnv", "chemistry_scm", "ChemistryRenderer"):
+        from causal_wm.envs import chemistry
+        return getattr(chemistry, name)
     if name in ("BallsRenderer", "render_balls"):
         from causal_wm.envs import rendering
         return getattr(rendering, name)
@@ -77,9 +83,12 @@ __all__ = [
     "BallsEnv",
     "BallsRenderer",
     "CausalSceneEnv",
+    "ChemistryEnv",
+    "ChemistryRenderer",
     "ShadowEnv",
     "ShadowRenderer",
     "balls_scm",
+    "chemistry_scm",
     "intervention_menu",
     "make",
     "register_envs",

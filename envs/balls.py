@@ -109,7 +109,7 @@ class BallsEnv(CausalSceneEnv):
              keep_in_view="squash", squash_scale=2.5, box=2.0, persistence=0.0,
              hard_interventions="shift", do_values=(-1.5, 0.0, 1.5), do_std=0.05, multi_node=(),
              task=None, goal_node=None, goal_value=None, allow_goal_interventions=None,
-             render_mode=None)
+             distractors=0, distractor_shift=False, mechanism_shift=None, render_mode=None)
     ```
 
     - ``num_balls``: number of balls ``k`` (``n = 2k`` latents).
@@ -129,6 +129,11 @@ class BallsEnv(CausalSceneEnv):
     - ``task``: ``None`` or ``"reach"``; ``goal_node`` (default: the node with the most ancestors,
       ties to the highest index; it must have a parent), ``goal_value`` (default 1.0),
       ``allow_goal_interventions`` (default False for ``"reach"``).
+    - ``distractors``: number of grey discs outside the SCM that wander behind the balls (never
+      intervened on); ``distractor_shift=True`` draws them saturated, larger and faster than in
+      training.
+    - ``mechanism_shift``: ``{node: factor}`` multiplies the mechanism of each such node (index or
+      name, factor a number or ``"negate"``): a changed mechanism at test time.
     - ``render_mode``: None or ``"rgb_array"``; ``render()`` returns the current frame.
 
     ## Version History
@@ -146,7 +151,9 @@ class BallsEnv(CausalSceneEnv):
                  hard_interventions: str = "shift", do_values: Sequence[float] = DEFAULT_DO_VALUES,
                  do_std: float = 0.05, multi_node: Sequence[MultiNodeSpec] = (), task: str | None = None,
                  goal_node: int | None = None, goal_value: float | None = None,
-                 allow_goal_interventions: bool | None = None, render_mode: str | None = None) -> None:
+                 allow_goal_interventions: bool | None = None, distractors: int = 0,
+                 distractor_shift: bool = False, mechanism_shift: dict[str | int, Any] | None = None,
+                 render_mode: str | None = None) -> None:
         if isinstance(num_balls, bool) or not isinstance(num_balls, int | np.integer) or num_balls < 1:
             raise ValueError(f"num_balls must be a positive int, got {num_balls!r}")
         if not (isinstance(expected_degree, int | float) and expected_degree >= 0):
@@ -175,6 +182,8 @@ class BallsEnv(CausalSceneEnv):
         super().__init__(scm, renderer, persistence=persistence, hard_interventions=hard_interventions,
                          do_values=do_values, do_std=do_std, multi_node=multi_node, task=task,
                          goal_node=goal_node, goal_value=goal_value,
-                         allow_goal_interventions=allow_goal_interventions, render_mode=render_mode)
+                         allow_goal_interventions=allow_goal_interventions, distractors=distractors,
+                         distractor_shift=distractor_shift, mechanism_shift=mechanism_shift,
+                         render_mode=render_mode)
         self.num_balls = num_balls
         self.keep_in_view = keep_in_view

@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from causal_wm.scm import SCM, Intervention, ancestors, parents
+from causal_wm.scm import SCM, Intervention, ancestors, parents, scaled_mechanism
 
 HARD_INTERVENTION_MODES = ("shift", "scale", "both")
 TASKS = (None, "reach")
@@ -34,6 +34,12 @@ SHIFT_STD = 0.7
 SCALE_PAIR = (0.5, 2.0)
 
 MultiNodeSpec = Sequence[int] | Intervention | Mapping[str, Any]
+
+# Distractors (objects outside the SCM): appearance and motion in training and under distractor_shift.
+# Positions live in [0, 1]^2 (fractions of the frame) and follow a reflected Gaussian random walk with
+# per-step std `speed`; radius as a fraction of the frame size; colours grey (training) or saturated.
+DISTRACTOR_TRAIN = {"speed": 0.04, "radius": 0.07, "gray": (100, 190)}
+DISTRACTOR_SHIFTED = {"speed": 0.15, "radius": 0.11, "saturation": (0.8, 1.0), "value": (0.8, 1.0)}
 
 
 class SceneRenderer(Protocol):
@@ -120,6 +126,45 @@ def _multi_node_entry(spec: MultiNodeSpec, node_names: Sequence[str]) -> Interve
                              name=f"hard({names} ~ N({_fmt(SHIFT)}, {SHIFT_STD:g}^2))")
 
 
+def _check_mechanism_shift(spec: Mapping[str | int, Any] | None, scm: SCM) -> dict[int, float]:
+    """``{node: factor}`` with node indices, from a mapping node (index, digit string or name) ->
+    factor (a number, or ``"negate"`` for -1)."""
+    if spec is None:
+        return {}
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"mechanism_shift must be a dict node -> factor, got {spec!r}")
+    out: dict[int, float] = {}
+    for key, value in spec.items():
+        if isinstance(key, str) and key in scm.names:
+            j = scm.names.index(key)
+        elif isinstance(key, str) and key.isdigit():
+            j = int(key)
+        elif isinstance(key, int | np.integer) and not isinstance(key, bool):
+            j = int(key)
+        else:
+            raise ValueError(f"mechanism_shift key {key!r} is not a node index or name ({scm.names})")
+        if not 0 <= j < scm.n:
+            raise ValueError(f"mechanism_shift node {j} is outside 0..{scm.n - 1}")
+        if scm.mechanisms[j] is None:
+            raise ValueError(f"mechanism_shift node {j} ({scm.names[j]}) is a root: it has no mechanism to change")
+        factor = -1.0 if value == "negate" else value
+        if isinstance(factor, bool) or not isinstance(factor, int | float) or not math.isfinite(factor):
+            raise ValueError(f"mechanism_shift factor of node {scm.names[j]} must be a finite number or "
+                             f"'negate', got {value!r}")
+        out[j] = float(factor)
+    return out
+
+
+def shifted_scm(scm: SCM, shift: Mapping[int, float]) -> SCM:
+    """``scm`` with the mechanism of every node ``j`` in ``shift`` multiplied by ``shift[j]`` (same
+    graph, noise, box and names); ``scm`` itself when ``shift`` is empty."""
+    if not shift:
+        return scm
+    mechanisms = [scaled_mechanism(m, shift[j]) if j in shift and m is not None else m
+                  for j, m in enumerate(scm.mechanisms)]
+    return SCM(scm.graph, mechanisms, scm.noise_std, scm.noise_mean, box=scm.box, names=scm.names)
+
+
 def default_goal_node(graph: np.ndarray) -> int:
     """The node with the most ancestors (ties: the highest index)."""
     counts = [len(ancestors(graph, j)) for j in range(graph.shape[0])]
@@ -137,6 +182,15 @@ class CausalSceneEnv(gym.Env[np.ndarray, np.int64]):
         renderer: the scene's batch renderer (``frame(z)`` gives the observation).
         persistence, hard_interventions, do_values, do_std, multi_node, task, goal_node, goal_value,
         allow_goal_interventions, render_mode: see the scene classes.
+        distractors: number of distractor objects: discs outside the SCM, never intervened on, drawn
+            behind the scene's objects; each follows a reflected Gaussian random walk in the frame
+            (``DISTRACTOR_TRAIN``: grey, slow, small) from its own random stream, so the latents of a
+            seeded episode do not depend on them.
+        distractor_shift: draw the distractors with appearance and motion outside the training ranges
+            (``DISTRACTOR_SHIFTED``: saturated colours, larger, faster).
+        mechanism_shift: ``{node: factor}`` (node index, digit string or name; factor a number or
+            ``"negate"``): the mechanism of each such node is multiplied by its factor (a changed
+            mechanism at test time). ``scm`` is the shifted SCM, ``scm_before_shift`` the original.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -147,7 +201,9 @@ class CausalSceneEnv(gym.Env[np.ndarray, np.int64]):
                  hard_interventions: str = "shift", do_values: Sequence[float] = DEFAULT_DO_VALUES,
                  do_std: float = 0.05, multi_node: Sequence[MultiNodeSpec] = (), task: str | None = None,
                  goal_node: int | None = None, goal_value: float | None = None,
-                 allow_goal_interventions: bool | None = None, render_mode: str | None = None) -> None:
+                 allow_goal_interventions: bool | None = None, distractors: int = 0,
+                 distractor_shift: bool = False, mechanism_shift: Mapping[str | int, Any] | None = None,
+                 render_mode: str | None = None) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, "
                              f"got {render_mode!r}")
@@ -162,6 +218,9 @@ class CausalSceneEnv(gym.Env[np.ndarray, np.int64]):
                              "persistent noise would change the per-step marginal")
         self.persistence = rho
         self._innovation_scale = math.sqrt(1.0 - rho * rho)
+        self.mechanism_shift = _check_mechanism_shift(mechanism_shift, scm)
+        self.scm_before_shift = scm
+        scm = shifted_scm(scm, self.mechanism_shift)
         self.scm = scm
         self.graph = scm.graph
         self.n = scm.n
@@ -202,6 +261,18 @@ class CausalSceneEnv(gym.Env[np.ndarray, np.int64]):
         for iv in menu:
             scm.check_intervention(iv)
         self.interventions: tuple[Intervention | None, ...] = (None, *menu)
+
+        if isinstance(distractors, bool) or not isinstance(distractors, int | np.integer) or distractors < 0:
+            raise ValueError(f"distractors must be a non-negative int, got {distractors!r}")
+        if not isinstance(distractor_shift, bool | np.bool_):
+            raise ValueError(f"distractor_shift must be True or False, got {distractor_shift!r}")
+        if distractors and not hasattr(renderer, "background"):
+            raise ValueError(f"{type(renderer).__name__} has no plain background to draw distractors on")
+        self.num_distractors = int(distractors)
+        self.distractor_shift = bool(distractor_shift)
+        self._distractor_pos = np.zeros((self.num_distractors, 2))
+        self._distractor_colors: list[tuple[int, int, int]] = []
+        self._distractor_rng = np.random.default_rng(0)
 
         size = renderer.image_size
         self.action_space = spaces.Discrete(len(self.interventions))
@@ -252,6 +323,8 @@ class CausalSceneEnv(gym.Env[np.ndarray, np.int64]):
               ) -> tuple[np.ndarray, dict[str, Any]]:
         """Observational sample: obs ``(H, W, 3)`` uint8 and info with ``regime`` 0 (``options`` unused)."""
         super().reset(seed=seed)
+        if self.num_distractors:
+            self._reset_distractors()
         z = self._sample_latents(None, fresh=True)
         return self._observe(z, 0), {"regime": 0, "intervention": None, "z": z.copy()}
 
@@ -260,14 +333,67 @@ class CausalSceneEnv(gym.Env[np.ndarray, np.int64]):
         a = self._check_action(action)
         intervention = self.interventions[a]
         z = self._sample_latents(intervention, fresh=False)
+        if self.num_distractors:
+            self._move_distractors()
         obs = self._observe(z, a)
         return obs, self._reward(z), False, False, {"regime": a, "intervention": intervention, "z": z.copy()}
 
     def _observe(self, z: np.ndarray, regime: int) -> np.ndarray:
         self._z, self._regime = z, regime
         frame = self.renderer.frame(z)
+        if self.num_distractors:
+            self._draw_distractors(frame)
         self._frame = frame
         return frame
+
+    # --- distractors ----------------------------------------------------------------------------
+    def _reset_distractors(self) -> None:
+        # their own stream, spawned from the env's seed: the latents do not depend on the distractors
+        seq = getattr(self.np_random.bit_generator, "seed_seq", None)
+        child = seq.spawn(1)[0] if seq is not None else int(self.np_random.integers(2**63))
+        rng = self._distractor_rng = np.random.default_rng(child)
+        k = self.num_distractors
+        self._distractor_pos = rng.uniform(0.0, 1.0, size=(k, 2))
+        if self.distractor_shift:
+            hue = rng.uniform(0.0, 1.0, size=k)
+            sat = rng.uniform(*DISTRACTOR_SHIFTED["saturation"], size=k)
+            val = rng.uniform(*DISTRACTOR_SHIFTED["value"], size=k)
+            import colorsys
+
+            self._distractor_colors = [tuple(round(255 * c) for c in colorsys.hsv_to_rgb(h, s_, v))
+                                       for h, s_, v in zip(hue, sat, val, strict=True)]
+        else:
+            gray = rng.integers(*DISTRACTOR_TRAIN["gray"], size=k, endpoint=True)
+            self._distractor_colors = [(int(g), int(g), int(g)) for g in gray]
+
+    def _move_distractors(self) -> None:
+        speed = (DISTRACTOR_SHIFTED if self.distractor_shift else DISTRACTOR_TRAIN)["speed"]
+        p = self._distractor_pos + speed * self._distractor_rng.standard_normal(self._distractor_pos.shape)
+        p = np.abs(p)  # reflect at 0 and at 1
+        self._distractor_pos = 1.0 - np.abs(1.0 - p)
+
+    def _draw_distractors(self, frame: np.ndarray) -> None:
+        """Draw the distractors behind the scene's objects: only on pixels of the plain background."""
+        import cv2
+
+        from .rendering import SHIFT, to_fixed
+
+        size = frame.shape[0]
+        radius = (DISTRACTOR_SHIFTED if self.distractor_shift else DISTRACTOR_TRAIN)["radius"] * size
+        background = np.asarray(self.renderer.background, dtype=np.uint8)
+        layer = np.empty_like(frame)
+        layer[...] = background
+        centres = to_fixed(self._distractor_pos * size).tolist()
+        r = round(radius * (1 << SHIFT))
+        for centre, color in zip(centres, self._distractor_colors, strict=True):
+            cv2.circle(layer, tuple(centre), r, color, -1, cv2.LINE_AA, SHIFT)
+        mask = np.all(frame == background, axis=-1)
+        frame[mask] = layer[mask]
+
+    @property
+    def distractor_state(self) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+        """Positions ``(k, 2)`` in ``[0, 1]^2`` (column, row fractions) and RGB colours of the distractors."""
+        return self._distractor_pos.copy(), list(self._distractor_colors)
 
     def render(self) -> np.ndarray:
         """The current frame ``(H, W, 3)`` uint8 (a copy)."""

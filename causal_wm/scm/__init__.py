@@ -19,7 +19,9 @@ from causal_wm.scm.mechanisms import (
     Mechanism,
     MLPMechanism,
     QuadraticMechanism,
+    ScaledMechanism,
     random_mechanism,
+    scaled_mechanism,
 )
 from causal_wm.scm.mixing import (
     LinearMixing,
@@ -51,6 +53,7 @@ __all__ = [
     "Mechanism",
     "Mixing",
     "QuadraticMechanism",
+    "ScaledMechanism",
     "TanhMixing",
     "ancestors",
     "erdos_renyi_dag",
@@ -64,6 +67,7 @@ __all__ = [
     "random_mechanism",
     "random_mixing",
     "random_scm",
+    "scaled_mechanism",
     "topological_order",
     "transitive_closure",
     "umni_problem",

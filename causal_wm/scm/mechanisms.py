@@ -118,6 +118,32 @@ class FunctionMechanism(Mechanism):
         return np.asarray(self.grad_fn(z[:, self.parents]), dtype=np.float64)
 
 
+class ScaledMechanism(Mechanism):
+    """``factor * base(z_pa)``: a mechanism changed by a constant factor (``-1`` flips the sign of every
+    parent's effect, ``0`` removes them). ``scaled_mechanism`` keeps a linear base linear."""
+
+    def __init__(self, base: Mechanism, factor: float) -> None:
+        if not (isinstance(factor, int | float) and np.isfinite(factor)):
+            raise ValueError(f"factor must be a finite number, got {factor!r}")
+        self.base = base
+        self.factor = float(factor)
+        self.parents = tuple(base.parents)
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        return self.factor * self.base(z)
+
+    def grad(self, z: np.ndarray) -> np.ndarray:
+        return self.factor * self.base.grad(z)
+
+
+def scaled_mechanism(mechanism: Mechanism, factor: float) -> Mechanism:
+    """``factor * mechanism``: a ``LinearMechanism`` with scaled weights for a linear one (so linear
+    SCMs stay linear), else a ``ScaledMechanism``."""
+    if isinstance(mechanism, LinearMechanism):
+        return LinearMechanism(mechanism.parents, mechanism.weights * float(factor))
+    return ScaledMechanism(mechanism, factor)
+
+
 MECHANISM_KINDS = ("linear", "quadratic", "mlp")
 
 
