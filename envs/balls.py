@@ -7,28 +7,47 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from causal_wm.scm import SCM, erdos_renyi_dag, random_scm, validate_dag
+from causal_wm.scm import SCM, LinearMechanism, erdos_renyi_dag, parents, random_scm, validate_dag
 
 from .base import DEFAULT_DO_VALUES, CausalSceneEnv, MultiNodeSpec
 from .rendering import BallsRenderer
 
 
 def balls_scm(num_balls: int = 3, *, graph: np.ndarray | None = None, expected_degree: float = 2.0,
-              graph_seed: int = 0, box: tuple[np.ndarray | float, np.ndarray | float] | None = None) -> SCM:
+              graph_seed: int = 0, box: tuple[np.ndarray | float, np.ndarray | float] | None = None,
+              noise_std: Sequence[float] | None = None) -> SCM:
     """The standardised linear Gaussian SCM of the ball scene (``n = 2 * num_balls`` latents).
 
     The DAG is ``graph`` (``A[i, j] = 1`` iff ``i -> j``) or an Erdős–Rényi DAG with
     ``expected_degree`` drawn from ``graph_seed``; weights and noise follow the published protocol
     (``random_scm(A, "linear", ...)`` from the same seed), then every node is rescaled to observational
-    variance 1. ``box`` truncates the samples by rejection.
+    variance 1. A ``graph`` with entries other than 0 and 1 is a weighted adjacency (``W[i, j]`` the
+    weight of ``i -> j``): those weights with noise std ``noise_std`` (``(n,)``, default 1 on every
+    node), then standardised. ``box`` truncates the samples by rejection.
     """
     n = 2 * num_balls
     rng = np.random.default_rng(graph_seed)
-    if graph is None:
+    weights = None if graph is None else np.asarray(graph, dtype=np.float64)
+    if weights is None:
         A = erdos_renyi_dag(n, expected_degree=expected_degree, seed=rng)
     else:
-        A = validate_dag(graph, n=n)
-    scm = random_scm(A, "linear", rng).standardized()
+        if weights.shape != (n, n) or not np.all(np.isfinite(weights)):
+            raise ValueError(f"graph must be a finite ({n}, {n}) matrix for {num_balls} balls, got shape "
+                             f"{weights.shape}")
+        A = validate_dag((weights != 0).astype(np.int64), n=n)
+    weighted = weights is not None and not np.all(np.isin(weights, (0.0, 1.0)))
+    if noise_std is not None and not weighted:
+        raise ValueError("noise_std applies to a weighted graph (the random protocol draws its own noise)")
+    if weighted:
+        # a weighted graph: these weights and noise, then standardised
+        noise = np.ones(n) if noise_std is None else np.asarray(noise_std, dtype=np.float64)
+        if noise.shape != (n,) or not np.all(np.isfinite(noise)) or np.any(noise <= 0):
+            raise ValueError(f"noise_std must hold {n} positive numbers, got {noise_std!r}")
+        mechanisms = [LinearMechanism(tuple(parents(A, j)), weights[parents(A, j), j]) if parents(A, j) else None
+                      for j in range(n)]
+        scm = SCM(A, mechanisms, noise).standardized()
+    else:
+        scm = random_scm(A, "linear", rng).standardized()
     names = [f"ball{b}.{axis}" for b in range(num_balls) for axis in ("x", "y")]
     if box is not None:
         box = (np.broadcast_to(np.asarray(box[0], dtype=np.float64), (n,)),
@@ -105,7 +124,7 @@ class BallsEnv(CausalSceneEnv):
 
     ```python
     gym.make("causal_wm/Balls-v0", num_balls=3, image_size=64, ball_radius=5.0, colors=None,
-             background=(255, 255, 255), graph=None, expected_degree=2.0, graph_seed=0,
+             background=(255, 255, 255), graph=None, expected_degree=2.0, graph_seed=0, noise_std=None,
              keep_in_view="squash", squash_scale=2.5, box=2.0, persistence=0.0,
              hard_interventions="shift", do_values=(-1.5, 0.0, 1.5), do_std=0.05, multi_node=(),
              task=None, goal_node=None, goal_value=None, allow_goal_interventions=None,
@@ -114,7 +133,9 @@ class BallsEnv(CausalSceneEnv):
 
     - ``num_balls``: number of balls ``k`` (``n = 2k`` latents).
     - ``image_size``, ``ball_radius``, ``colors``, ``background``: the picture (RGB triples).
-    - ``graph``: an ``(n, n)`` DAG adjacency to use instead of a random one.
+    - ``graph``: an ``(n, n)`` DAG adjacency to use instead of a random one; entries other than 0
+      and 1 make it a weighted adjacency (those weights and the noise stds ``noise_std``, default 1,
+      then standardised).
     - ``expected_degree``, ``graph_seed``: the random DAG and SCM weights (fixed by ``graph_seed``,
       not by the reset seed).
     - ``keep_in_view``: ``"squash"`` or ``"truncate"`` (see above); ``squash_scale`` (latent units)
@@ -146,7 +167,7 @@ class BallsEnv(CausalSceneEnv):
     def __init__(self, *, num_balls: int = 3, image_size: int = 64, ball_radius: float = 5.0,
                  colors: Sequence[Sequence[int]] | None = None, background: Sequence[int] = (255, 255, 255),
                  graph: np.ndarray | None = None, expected_degree: float = 2.0, graph_seed: int = 0,
-                 keep_in_view: str = "squash", squash_scale: float = 2.5,
+                 noise_std: Sequence[float] | None = None, keep_in_view: str = "squash", squash_scale: float = 2.5,
                  box: float | tuple[np.ndarray | float, np.ndarray | float] = 2.0, persistence: float = 0.0,
                  hard_interventions: str = "shift", do_values: Sequence[float] = DEFAULT_DO_VALUES,
                  do_std: float = 0.05, multi_node: Sequence[MultiNodeSpec] = (), task: str | None = None,
@@ -176,7 +197,7 @@ class BallsEnv(CausalSceneEnv):
                 raise ValueError("keep_in_view='truncate' needs persistence == 0: rejection sampling with "
                                  "persistent noise breaks the stationary per-step marginal; use 'squash'")
         scm = balls_scm(num_balls, graph=graph, expected_degree=expected_degree, graph_seed=graph_seed,
-                        box=scm_box)
+                        box=scm_box, noise_std=noise_std)
         renderer = BallsRenderer(num_balls, image_size, ball_radius, colors, keep_in_view, squash_scale,
                                  scm.box, background)
         super().__init__(scm, renderer, persistence=persistence, hard_interventions=hard_interventions,

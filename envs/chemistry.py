@@ -48,7 +48,7 @@ GRAPH = np.array([[0, 0, 1, 0, 0, 0],
                   [0, 0, 0, 0, 0, 1],
                   [0, 0, 0, 0, 0, 0]], dtype=np.int64)
 INTERACTION_NOISE = 0.3
-MEDIATOR_NOISE = 0.3
+MEDIATOR_NOISE = 0.6
 GOAL_NOISE = 0.3
 # latent -> ramp position u = 0.5 + 0.5 tanh(z / COLOR_SCALE)
 COLOR_SCALE = 2.0
@@ -219,7 +219,7 @@ class ChemistryEnv(CausalSceneEnv):
 
     ```python
     gym.make("causal_wm/Chemistry-v0", image_size=64, background=(30, 30, 30), interaction_noise=0.3,
-             mediator_noise=0.3, goal_noise=0.3, persistence=0.0, hard_interventions="shift",
+             mediator_noise=0.6, goal_noise=0.3, persistence=0.0, hard_interventions="shift",
              do_values=(-1.5, 0.0, 1.5), do_std=0.05, multi_node=(), task=None, goal_node=None,
              goal_value=None, allow_goal_interventions=None, distractors=0, distractor_shift=False,
              mechanism_shift=None, render_mode=None)

@@ -51,9 +51,8 @@ import dataclasses
 import itertools
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -63,7 +62,7 @@ import causal_wm
 from causal_wm.agents import OneStepPlanner, OracleSCMModel, goal_reward
 from causal_wm.agents.evaluation import ModelPolicy, OraclePolicy, RandomPolicy, latent_goal_reward, run_policy
 from causal_wm.benchmarking import CACHE_DIR, RESULTS_DIR, parse_config, quick_dir
-from causal_wm.crl.representation import LinearEncoderResult
+from causal_wm.crl.representation import TrueLatents
 from causal_wm.device import machine_info
 from causal_wm.scm import Intervention
 from causal_wm.world_model import CausalWorldModel, encode_dataset
@@ -163,27 +162,13 @@ class TrueLatentPolicy:
         return int(self.planner.act(self.model.encode(np.asarray(info["z"])[None])[0], int(info["regime"])))
 
 
-@dataclass
-class TrueLatents(LinearEncoderResult):
-    """The true latents as a ``causal_wm.crl.Representation``: identity encoder, the true graph and
-    the true targets of every regime (the ablation without representation error)."""
-
-    encoder: np.ndarray
-    graph: np.ndarray
-    env_targets: dict[int, tuple[int, ...]]
-    diagnostics: dict = field(default_factory=dict)
-
-    FORMAT: ClassVar[str] = "bench_planning.true_latents"
-
-
 def fit_true_latent_models(cfg: Config, dataset, world_model_preset: str) -> tuple[CausalWorldModel,
                                                                                   ActionConditionedModel]:
     """The ablation without representation error: both model classes fitted on the true latents of the
     data (identity encoder; the causal model also gets the true graph), planning from the true latents."""
     z = dataset.latents(slice(0, len(dataset)))
     menu = dataset.menu
-    representation = TrueLatents(np.eye(z.shape[1]), np.asarray(dataset.graph),
-                                 {r: tuple(iv.targets) for r, iv in enumerate(menu) if iv is not None})
+    representation = TrueLatents.from_menu(dataset.graph, menu)
     world_model = CausalWorldModel.fit_arrays(z, dataset.regime, menu=menu, episode=dataset.episode,
                                               step=dataset.step, preset=world_model_preset, seed=0,
                                               representation=representation)

@@ -211,3 +211,31 @@ class LinearEncoderResult(Persistent):
                 else:
                     values[f.name] = value
             return cls(**values)
+
+
+@dataclasses.dataclass
+class TrueLatents(LinearEncoderResult):
+    """The true latents as a ``Representation``: identity encoder ``(n, n)``, the true graph and the
+    true targets of every regime. Fits a world model on a scene's ground truth (``info["z"]``), the
+    ablation without representation error; never a learner's output.
+
+    Build with ``TrueLatents.from_menu(graph, menu)`` (``menu[r]`` the ``Intervention`` of regime
+    ``r``, ``None`` for regime 0)."""
+
+    encoder: np.ndarray
+    graph: np.ndarray
+    env_targets: dict[int, tuple[int, ...]]
+    diagnostics: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    FORMAT: ClassVar[str] = "causal_wm.crl.true_latents"
+
+    @classmethod
+    def from_menu(cls, graph: Any, menu: Sequence[Any]) -> TrueLatents:
+        graph = np.asarray(graph, dtype=np.int64)
+        if graph.ndim != 2 or graph.shape[0] != graph.shape[1]:
+            raise ValueError(f"graph must be a square adjacency matrix, got shape {graph.shape}")
+        targets = {r: tuple(int(t) for t in iv.targets) for r, iv in enumerate(menu) if iv is not None}
+        return cls(np.eye(graph.shape[0]), graph, targets, {"source": "true latents"})
+
+
+_FORMATS[TrueLatents.FORMAT] = TrueLatents

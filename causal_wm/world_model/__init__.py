@@ -13,7 +13,8 @@ from causal_wm.world_model.config import PRESETS, WorldModelConfig, make_config
 _LAZY = {
     "ActionConditionedModel": "baseline", "intervention_features": "baseline",
     "distribution_distances": "evaluation", "gaussian_w2": "evaluation", "mmd": "evaluation",
-    "success_rate": "evaluation", "NodeMechanism": "mechanisms", "QuantileNoise": "mechanisms",
+    "success_rate": "evaluation", "ranking_metrics": "evaluation", "rollout_means": "evaluation",
+    "NodeMechanism": "mechanisms", "QuantileNoise": "mechanisms",
     "CausalWorldModel": "model", "MenuModel": "model", "encode_dataset": "model", "load_model": "model",
 }
 
@@ -41,5 +42,7 @@ __all__ = [
            "load_model",
            "make_config",
            "mmd",
+           "ranking_metrics",
+           "rollout_means",
            "success_rate",
 ]

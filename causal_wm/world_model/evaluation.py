@@ -6,6 +6,8 @@
   kernel-free second number that reads as a distance in latent units.
 - ``distribution_distances``: both, plus mean and covariance errors, as one JSON-ready dict.
 - ``success_rate``: share of distances within a tolerance (goal reaching).
+- ``ranking_metrics``: H@1 and MRR of multi-step predictions among the true next states of a batch
+  (the ranking metrics of causal model-based RL benchmarks).
 
 Samples are ``(N, d)`` arrays (rows are samples).
 """
@@ -139,3 +141,56 @@ def success_rate(distances: np.ndarray, tolerance: float) -> float:
     if not (np.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"tolerance must be a finite non-negative number, got {tolerance!r}")
     return float(np.mean(d <= tolerance))
+
+
+def rollout_means(model: Any, z0: np.ndarray, regime0: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """Chained predictions ``(B, H, n)`` of a planner model (``predict(action, noise, z_now, regime_now)``,
+    e.g. ``CausalWorldModel.for_menu(menu)``) from start latents ``z0`` ``(B, n)`` produced by actions
+    ``regime0`` ``(B,)`` under the action sequences ``actions`` ``(B, H)``; every step feeds zero noise
+    (the median of every noise coordinate, a point prediction) and the previous prediction."""
+    z0 = np.asarray(z0, dtype=np.float64)
+    actions = np.asarray(actions, dtype=np.int64)
+    regime0 = np.asarray(regime0, dtype=np.int64).reshape(-1)
+    if z0.ndim != 2 or actions.ndim != 2 or len(actions) != len(z0) or len(regime0) != len(z0):
+        raise ValueError(f"need z0 (B, n), regime0 (B,) and actions (B, H) with one row each, got "
+                         f"{z0.shape}, {regime0.shape}, {actions.shape}")
+    B, H = actions.shape
+    n = z0.shape[1]
+    out = np.empty((B, H, n))
+    current, previous = z0.copy(), regime0.copy()
+    for h in range(H):
+        step = np.empty((B, n))
+        pairs = np.stack([actions[:, h], previous], axis=1)
+        for a, r in np.unique(pairs, axis=0):
+            rows = np.flatnonzero((pairs[:, 0] == a) & (pairs[:, 1] == r))
+            step[rows] = model.predict(int(a), np.zeros((len(rows), n)), current[rows], int(r))
+        out[:, h] = step
+        current, previous = step, actions[:, h].copy()
+    return out
+
+
+def ranking_metrics(predicted: np.ndarray, true: np.ndarray, horizons: tuple[int, ...] = (1, 5, 10)
+                    ) -> dict[str, dict[str, float]]:
+    """H@1 and MRR of predictions among the true states of a batch, per horizon.
+
+    ``predicted`` and ``true`` are ``(B, H, n)``: row ``b`` at step ``h`` is the state ``h + 1`` steps
+    after the start of rollout ``b``. For horizon ``k``, prediction ``b`` is ranked against every true
+    state ``true[:, k - 1]`` of the batch by Euclidean distance; ``H@1`` is the share ranked first at
+    its own true state, ``MRR`` the mean reciprocal rank (ties count against the prediction).
+    Returns ``{str(k): {"H@1": ..., "MRR": ...}}`` for the horizons ``k <= H``.
+    """
+    predicted, true = np.asarray(predicted, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    if predicted.shape != true.shape or predicted.ndim != 3:
+        raise ValueError(f"predicted and true must both be (B, H, n), got {predicted.shape} and {true.shape}")
+    if len(predicted) < 2:
+        raise ValueError("ranking needs a batch of at least 2 rollouts")
+    out = {}
+    for k in horizons:
+        if not 1 <= k <= predicted.shape[1]:
+            continue
+        p, t = predicted[:, k - 1], true[:, k - 1]
+        d = np.sqrt(((p[:, None, :] - t[None, :, :]) ** 2).sum(-1))
+        own = np.diag(d)
+        rank = np.sum(d <= own[:, None], axis=1)  # includes the own state: rank 1 when it is nearest
+        out[str(k)] = {"H@1": float(np.mean(rank == 1)), "MRR": float(np.mean(1.0 / rank))}
+    return out
