@@ -15,6 +15,7 @@ _LAZY = {
     "distribution_distances": "evaluation", "gaussian_w2": "evaluation", "mmd": "evaluation",
     "success_rate": "evaluation", "NodeMechanism": "mechanisms", "QuantileNoise": "mechanisms",
     "CausalWorldModel": "model", "MenuModel": "model", "encode_dataset": "model", "load_model": "model",
+    "ProbabilisticEnsemble": "ensemble",
 }
 
 
@@ -32,6 +33,7 @@ __all__ = [
            "CausalWorldModel",
            "MenuModel",
            "NodeMechanism",
+           "ProbabilisticEnsemble",
            "QuantileNoise",
            "WorldModelConfig",
            "distribution_distances",
