@@ -34,6 +34,7 @@ FORMAT_NAMES: dict[str, str] = {
     "causal_wm.crl.lscale": "LSCALE-I result (LinearCRLResult)",
     "causal_wm.crl.umni": "UMNI-CRL result (UMNIResult)",
     "causal_wm.action_conditioned_model": "action-conditioned model (ActionConditionedModel)",
+    "causal_wm.probabilistic_ensemble": "probabilistic ensemble (ProbabilisticEnsemble)",
     "causal_wm.plain_autoencoder": "plain autoencoder (PlainAutoencoder)",
 }
 

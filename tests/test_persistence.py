@@ -21,7 +21,7 @@ from causal_wm.crl.lscale import LinearCRLResult, lscale_i
 from causal_wm.crl.umni import UMNIResult, umni_crl
 from causal_wm.persistence import ModelFileError, load_state, save_state
 from causal_wm.scm import Intervention, gscale_problem, lscale_problem, umni_problem
-from causal_wm.world_model import ActionConditionedModel, CausalWorldModel, load_model
+from causal_wm.world_model import ActionConditionedModel, CausalWorldModel, ProbabilisticEnsemble, load_model
 
 torch.set_num_threads(1)
 
@@ -74,6 +74,15 @@ def _action_conditioned() -> tuple[ActionConditionedModel, np.ndarray]:
     return model, np.zeros((0, 2))
 
 
+def _ensemble() -> tuple[ProbabilisticEnsemble, np.ndarray]:
+    rng = np.random.default_rng(0)
+    menu = [None, Intervention.do(0, 1.0), Intervention.do(1, -1.0)]
+    z = rng.standard_normal((300, 2))
+    interventions = [menu[i % 3] for i in range(300)]
+    ensemble = ProbabilisticEnsemble().fit(z, interventions, members=2, hidden=16, epochs=3, seed=0, device="cpu")
+    return ensemble, np.zeros((0, 2))
+
+
 def _plain_autoencoder() -> tuple[PlainAutoencoder, np.ndarray]:
     frames, _ = _frames(per_regime=80)
     ae = PlainAutoencoder.fit(frames[0], 3, image_size=16, epochs=1, channels=8, hidden=32, seed=0, device="cpu",
@@ -83,7 +92,7 @@ def _plain_autoencoder() -> tuple[PlainAutoencoder, np.ndarray]:
 
 def _output(obj: Any, probe: np.ndarray) -> np.ndarray:
     """A deterministic output that depends on every saved part."""
-    if isinstance(obj, ActionConditionedModel):
+    if isinstance(obj, ActionConditionedModel | ProbabilisticEnsemble):
         return np.concatenate([obj.sample(32, iv, seed=1) for iv in (None, Intervention.do(0, 1.0))])
     if isinstance(obj, CausalWorldModel):
         return np.concatenate([obj.encode(probe), obj.sample(16, 1, seed=1), obj.decode(obj.encode(probe))], axis=1)
@@ -101,6 +110,7 @@ BUILDERS: dict[str, tuple[Callable[[], tuple[Any, np.ndarray]], type, str]] = {
     "umni": (_umni, UMNIResult, "causal_wm.crl.umni"),
     "world_model": (_world_model, CausalWorldModel, "causal_wm.world_model"),
     "action_conditioned": (_action_conditioned, ActionConditionedModel, "causal_wm.action_conditioned_model"),
+    "ensemble": (_ensemble, ProbabilisticEnsemble, "causal_wm.probabilistic_ensemble"),
     "plain_autoencoder": (_plain_autoencoder, PlainAutoencoder, "causal_wm.plain_autoencoder"),
 }
 _CACHE: dict[str, tuple[Any, np.ndarray]] = {}

@@ -16,6 +16,7 @@ _LAZY = {
     "success_rate": "evaluation", "ranking_metrics": "evaluation", "rollout_means": "evaluation",
     "NodeMechanism": "mechanisms", "QuantileNoise": "mechanisms",
     "CausalWorldModel": "model", "MenuModel": "model", "encode_dataset": "model", "load_model": "model",
+    "ProbabilisticEnsemble": "ensemble",
 }
 
 
@@ -33,6 +34,7 @@ __all__ = [
            "CausalWorldModel",
            "MenuModel",
            "NodeMechanism",
+           "ProbabilisticEnsemble",
            "QuantileNoise",
            "WorldModelConfig",
            "distribution_distances",

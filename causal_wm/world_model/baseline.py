@@ -20,13 +20,17 @@ have ``c = 0``, and every transition is trained twice, with and without its cont
 the mean of both NLLs), so the same network also gives the marginal of every action
 (``z_now=None``) learned from all rows. A model fitted without episode/step columns has no context
 inputs at all and ignores ``z_now``.
+
+``fine_tune`` continues training a fitted model on new rows (a new model, the same standardisation
+and inputs); ``causal_wm.world_model.ensemble.ProbabilisticEnsemble`` bootstraps several of them.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -37,6 +41,9 @@ from causal_wm._torch import generator, smooth_mlp, train_early_stopping
 from causal_wm.device import resolve_device
 from causal_wm.persistence import Persistent, check_state, state_errors
 from causal_wm.scm import Intervention
+
+if TYPE_CHECKING:
+    from causal_wm.world_model.ensemble import ProbabilisticEnsemble
 
 FORMAT = "causal_wm.action_conditioned_model"
 FORMAT_VERSION = 1
@@ -84,6 +91,40 @@ def _check_latents(z: Any, name: str, n: int | None = None) -> np.ndarray:
     if not np.all(np.isfinite(z)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return z
+
+
+def _check_rows(z: Any, interventions: Sequence[Any], episode: Any, step: Any, n: int | None = None
+                ) -> tuple[np.ndarray, list[Intervention | None], np.ndarray | None, np.ndarray | None]:
+    """Validated training rows: latents ``(N, n)`` float64, ``N`` interventions, and ``(N,)`` int64
+    episode and step (both or neither)."""
+    z = _check_latents(z, "z", n)
+    N = len(z)
+    interventions = list(interventions)
+    if len(interventions) != N:
+        raise ValueError(f"need one intervention per row: {len(interventions)} for {N} rows")
+    bad = [type(iv).__name__ for iv in interventions if iv is not None and not isinstance(iv, Intervention)]
+    if bad:
+        raise ValueError(f"interventions must be Intervention or None, got {bad[0]}")
+    if (episode is None) != (step is None):
+        raise ValueError("give both episode and step, or neither")
+    if episode is not None and step is not None:
+        episode = np.asarray(episode, dtype=np.int64).reshape(-1)
+        step = np.asarray(step, dtype=np.int64).reshape(-1)
+        if len(episode) != N or len(step) != N:
+            raise ValueError(f"episode and step must have {N} entries, got {len(episode)} and {len(step)}")
+    return z, interventions, episode, step
+
+
+def _split(N: int, episode: np.ndarray | None, val_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """``(N,)`` bool: the held-out rows, whole episodes when there are at least 2 (a share
+    ``val_fraction`` of them, at least 1, never all), else a share of the rows (at least 1)."""
+    episode_ids = np.zeros(0) if episode is None else np.unique(episode)
+    if episode is not None and len(episode_ids) >= 2:
+        num_val = min(len(episode_ids) - 1, max(1, round(val_fraction * len(episode_ids))))
+        return np.isin(episode, rng.choice(episode_ids, size=num_val, replace=False))
+    is_val = np.zeros(N, dtype=bool)
+    is_val[rng.choice(N, size=max(1, round(val_fraction * N)), replace=False)] = True
+    return is_val
 
 
 def _predecessors(episode: np.ndarray, step: np.ndarray) -> np.ndarray:
@@ -175,16 +216,8 @@ class ActionConditionedModel(Persistent):
             device: ``"auto"``, ``"cpu"``, ``"cuda"``.
             progress: show a tqdm bar over epochs.
         """
-        z = _check_latents(z, "z")
+        z, interventions, episode, step = _check_rows(z, interventions, episode, step)
         N, n = z.shape
-        interventions = list(interventions)
-        if len(interventions) != N:
-            raise ValueError(f"need one intervention per row: {len(interventions)} for {N} rows")
-        bad = [type(iv).__name__ for iv in interventions if iv is not None and not isinstance(iv, Intervention)]
-        if bad:
-            raise ValueError(f"interventions must be Intervention or None, got {bad[0]}")
-        if (episode is None) != (step is None):
-            raise ValueError("give both episode and step, or neither")
         if N < 10:
             raise ValueError(f"need at least 10 rows to fit and hold out data, got {N}")
         if not 0.0 < val_fraction < 1.0:
@@ -199,47 +232,91 @@ class ActionConditionedModel(Persistent):
         self._features = {}
         self.z_mean = z.mean(axis=0)
         self.z_scale = np.maximum(z.std(axis=0), 1e-6)
-        zs = (z - self.z_mean) / self.z_scale
-        action = np.stack([self._feature(iv) for iv in interventions])
+        prev = np.full(N, -1, dtype=np.int64) if episode is None or step is None else _predecessors(episode, step)
+        self.transitions = bool(np.any(prev >= 0))
+        inputs, zs = self._design(z, interventions, prev)
+        self.head = _GaussianHead(inputs.shape[1], n, self.hidden, self.depth, seed).to(self.device)
+        is_val = _split(N, episode, val_fraction, np.random.default_rng(seed))
+        self.history = self._train(inputs, zs, is_val, epochs=int(epochs), batch_size=int(batch_size), lr=lr,
+                                   patience=int(patience), seed=seed, progress=progress,
+                                   desc="action-conditioned model")
+        return self
 
-        rng = np.random.default_rng(seed)
-        if episode is not None and step is not None:
-            episode = np.asarray(episode, dtype=np.int64).reshape(-1)
-            step = np.asarray(step, dtype=np.int64).reshape(-1)
-            if len(episode) != N or len(step) != N:
-                raise ValueError(f"episode and step must have {N} entries, got {len(episode)} and {len(step)}")
+    def fine_tune(self, z: np.ndarray, interventions: Sequence[Intervention | None], *,
+                  episode: np.ndarray | None = None, step: np.ndarray | None = None, epochs: int = 100,
+                  lr: float = 3e-4, patience: int = 10, batch_size: int = 256, seed: int = 0,
+                  progress: bool = False) -> ActionConditionedModel:
+        """Continue training on new rows (e.g. after the world changed); returns a new model, ``self``
+        is unchanged.
+
+        The new rows go through the fitted model's standardisation (``z_mean``, ``z_scale``), feature
+        layout and context handling (a model fitted on transitions reads the predecessor of every row
+        whose ``(episode, step - 1)`` is among the new rows; others, and all rows without
+        episode/step, train the blind input). With at least 20 rows, 20 % are held out (whole episodes
+        when there are at least 2) for early stopping, and the weights with the best held-out loss are
+        kept, the fitted ones included (epoch 0); with fewer, ``min(epochs, 20)`` epochs are trained on
+        all rows, keeping the weights with the lowest loss on them.
+
+        Args:
+            z: ``(K, n)`` latents (K >= 1), interventions: length ``K`` (as in ``fit``).
+            episode, step: ``(K,)`` ints, both or neither.
+            epochs, lr, patience, batch_size: Adam with early stopping (two learning-rate halvings).
+            seed: seeds the split and the minibatches.
+            progress: show a tqdm bar over epochs.
+        """
+        self._require_fitted()
+        z, interventions, episode, step = _check_rows(z, interventions, episode, step, n=self.n)
+        N = len(z)
+        if N < 1:
+            raise ValueError("fine_tune needs at least one row")
+        for iv in interventions:
+            if iv is not None:
+                self._feature(iv)  # targets outside the model's nodes: a clear error before training
+        model = copy.deepcopy(self)
+        prev = np.full(N, -1, dtype=np.int64)
+        if model.transitions and episode is not None and step is not None:
             prev = _predecessors(episode, step)
-            self.transitions = bool(np.any(prev >= 0))
-            episode_ids = np.unique(episode)
-        else:
-            prev = np.full(N, -1, dtype=np.int64)
-            self.transitions = False
-            episode_ids = np.zeros(0)
-        if len(episode_ids) >= 2:
-            num_val = min(len(episode_ids) - 1, max(1, round(val_fraction * len(episode_ids))))
-            is_val = np.isin(episode, rng.choice(episode_ids, size=num_val, replace=False))
+        inputs, zs = model._design(z, interventions, prev)
+        rng = np.random.default_rng(seed)
+        if N >= 20:
+            is_val = _split(N, episode, 0.2, rng)
+            fixed = False
         else:
             is_val = np.zeros(N, dtype=bool)
-            is_val[rng.choice(N, size=max(1, round(val_fraction * N)), replace=False)] = True
+            epochs, fixed = min(int(epochs), 20), True
+        history = model._train(inputs, zs, is_val, epochs=int(epochs), batch_size=int(batch_size), lr=lr,
+                               patience=int(epochs) + 1 if fixed else int(patience), seed=seed,
+                               progress=progress, desc="fine-tune")
+        model.history = {**self.history, "fine_tune": history}
+        return model
 
-        if self.transitions:
-            has = (prev >= 0).astype(np.float64)[:, None]
-            context = np.concatenate([has, has * zs[np.maximum(prev, 0)], has * action[np.maximum(prev, 0)]], axis=1)
-            inputs = np.concatenate([action, context], axis=1)
-        else:
-            inputs = action
-        self.head = _GaussianHead(inputs.shape[1], n, self.hidden, self.depth, seed).to(self.device)
+    def _design(self, z: np.ndarray, interventions: Sequence[Intervention | None], prev: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Network inputs ``(N, D)`` and standardised targets ``(N, n)`` of rows ``z`` ``(N, n)``;
+        ``prev`` ``(N,)`` is the row of each row's predecessor (-1: none; ignored without transitions)."""
+        zs = (z - self.z_mean) / self.z_scale
+        action = np.stack([self._feature(iv) for iv in interventions])
+        if not self.transitions:
+            return action, zs
+        has = (prev >= 0).astype(np.float64)[:, None]
+        before = np.maximum(prev, 0)
+        return np.concatenate([action, has, has * zs[before], has * action[before]], axis=1), zs
 
+    def _train(self, inputs: np.ndarray, zs: np.ndarray, is_val: np.ndarray, *, epochs: int, batch_size: int,
+               lr: float, patience: int, seed: int, progress: bool, desc: str) -> dict[str, Any]:
+        """Adam on the NLL of ``self.head`` (the mean of the NLLs with and without context for a model
+        on transitions) on the rows outside ``is_val`` ``(N,)`` bool, early stopping on those in it
+        (without held-out rows: on the training rows' full loss); returns the history."""
+        head = self._require_fitted()
         dev = self.device
-        x_train = torch.as_tensor(inputs[~is_val], dtype=torch.float32, device=dev)
-        z_train = torch.as_tensor(zs[~is_val], dtype=torch.float32, device=dev)
-        x_val = torch.as_tensor(inputs[is_val], dtype=torch.float32, device=dev)
-        z_val = torch.as_tensor(zs[is_val], dtype=torch.float32, device=dev)
-        F = action.shape[1]
+        train_rows = ~is_val if is_val.any() else np.ones(len(is_val), dtype=bool)
+        x_train = torch.as_tensor(inputs[train_rows], dtype=torch.float32, device=dev)
+        z_train = torch.as_tensor(zs[train_rows], dtype=torch.float32, device=dev)
+        x_val = torch.as_tensor(inputs[is_val], dtype=torch.float32, device=dev) if is_val.any() else x_train
+        z_val = torch.as_tensor(zs[is_val], dtype=torch.float32, device=dev) if is_val.any() else z_train
+        F = self.num_nodes * FEATURES_PER_NODE
         gen = generator(seed, dev)
-        batch = min(int(batch_size), len(x_train))
-        head = self.head
-
+        batch = min(batch_size, len(x_train))
         transitions = self.transitions
 
         def loss_of(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -253,7 +330,7 @@ class ActionConditionedModel(Persistent):
             idx = torch.randint(len(x_train), (batch,), generator=gen, device=dev)
             return loss_of(x_train[idx], z_train[idx])
 
-        bar = tqdm(total=int(epochs) + 1, desc="action-conditioned model", disable=not progress)
+        bar = tqdm(total=epochs + 1, desc=desc, disable=not progress)
 
         @torch.no_grad()
         def val_loss() -> float:
@@ -262,14 +339,12 @@ class ActionConditionedModel(Persistent):
             bar.set_postfix(val_nll=f"{loss:.3f}")
             return loss
 
-        result = train_early_stopping(head, step_loss, val_loss, epochs=int(epochs),
+        result = train_early_stopping(head, step_loss, val_loss, epochs=epochs,
                                       steps_per_epoch=max(1, math.ceil(len(x_train) / batch)), lr=lr,
-                                      patience=int(patience), lr_decays=2)
+                                      patience=patience, lr_decays=2)
         bar.close()
-        self.history = {"train_loss": result.train_loss, "val_loss": result.val_loss,
-                        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                        "num_train": int((~is_val).sum()), "num_val": int(is_val.sum())}
-        return self
+        return {"train_loss": result.train_loss, "val_loss": result.val_loss, "best_epoch": result.best_epoch,
+                "epochs_run": result.epochs_run, "num_train": int(train_rows.sum()), "num_val": int(is_val.sum())}
 
     # --- prediction ---------------------------------------------------------------------------
     def _feature(self, intervention: Intervention | None) -> np.ndarray:
@@ -403,10 +478,12 @@ class ActionConditionedModel(Persistent):
 
 
 class ActionConditionedMenuModel:
-    """An ``ActionConditionedModel`` over a discrete menu, in the planners' ``LatentModel`` form:
-    ``n``, ``num_actions`` and ``predict(action, noise, z_now=None, regime_now=None)``."""
+    """An ``ActionConditionedModel`` (or a ``ProbabilisticEnsemble`` of them) over a discrete menu, in
+    the planners' ``LatentModel`` form: ``n``, ``num_actions`` and
+    ``predict(action, noise, z_now=None, regime_now=None)``."""
 
-    def __init__(self, model: ActionConditionedModel, interventions: Sequence[Intervention | None]) -> None:
+    def __init__(self, model: ActionConditionedModel | ProbabilisticEnsemble,
+                 interventions: Sequence[Intervention | None]) -> None:
         self.model = model
         self.interventions = list(interventions)
         if not self.interventions:

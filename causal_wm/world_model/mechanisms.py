@@ -95,6 +95,14 @@ class QuantileNoise:
     def mean(self) -> float:
         return float(np.mean(self.quantile(np.random.default_rng(0).standard_normal(20_000))))
 
+    def moments(self, points: int = 4096) -> tuple[float, float]:
+        """Mean and standard deviation of the distribution, by the midpoint rule on ``points``
+        equal-probability cells of the standard normal (deterministic, no sampling)."""
+        from scipy.special import ndtri
+
+        x = self.quantile(ndtri((np.arange(points) + 0.5) / points))
+        return float(np.mean(x)), float(np.std(x))
+
     def state(self) -> list[float]:
         return [float(v) for v in self.values]
 
@@ -107,11 +115,16 @@ class NodeMechanism:
         weights: linear part ``(len(parents),)`` and ``intercept``.
         mlp: optional ``[(W1, b1), (W2, b2), (W3, b3)]`` numpy weights of a tanh MLP replacing the linear part.
         noise: the residual distribution.
+        network: optional ``(w1 (H, p), b1 (H,), w2 (H,))`` SiLU network added to the linear part.
+        base: optional earlier mechanism of the same latent that this one adjusts (a warm start after a
+            mechanism shift): ``f(z) = base_scale * base.mean(z) + weights . z_parents + intercept``.
+        base_scale: the factor ``alpha`` on ``base``'s mean (used only with ``base``).
     """
 
     def __init__(self, parents: list[int], weights: np.ndarray, intercept: float, noise: QuantileNoise,
                  mlp: list[tuple[np.ndarray, np.ndarray]] | None = None,
-                 network: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+                 network: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                 base: NodeMechanism | None = None, base_scale: float = 1.0) -> None:
         self.parents = [int(p) for p in parents]
         self.weights = np.asarray(weights, dtype=np.float64).reshape(len(self.parents))
         self.intercept = float(intercept)
@@ -120,12 +133,22 @@ class NodeMechanism:
         # (w1 (H, p), b1 (H,), w2 (H,)): a SiLU network added to the linear part (the latent SCM of the
         # parametric image CRL route)
         self.network = None if network is None else tuple(np.asarray(a, np.float64) for a in network)
+        if base is not None and mlp is not None:
+            raise ValueError("a warm-started mechanism adjusts its base linearly; it cannot also have an mlp")
+        if base is not None and sorted(base.parents) != self.parents:
+            raise ValueError(f"the base mechanism reads parents {base.parents}, this one {self.parents}")
+        self.base = base
+        self.base_scale = float(base_scale)
+        if not np.isfinite(self.base_scale):
+            raise ValueError(f"base_scale must be finite, got {base_scale}")
         self.estimator = "mlp" if mlp is not None else "least squares"
 
     @property
     def kind(self) -> str:
         if self.mlp is not None:
             return "mlp"
+        if self.base is not None:
+            return f"warm start ({self.base.kind})"
         return "linear + network" if self.network is not None else "linear"
 
     def mean(self, z: np.ndarray) -> np.ndarray:
@@ -137,6 +160,8 @@ class NodeMechanism:
                 w1, b1, w2 = self.network
                 pre = x @ w1.T + b1
                 out = out + (pre / (1.0 + np.exp(-pre))) @ w2
+            if self.base is not None:
+                out = out + self.base_scale * self.base.mean(z)
             return out
         h = x
         for i, (w, b) in enumerate(self.mlp):
@@ -149,16 +174,56 @@ class NodeMechanism:
         return {"parents": self.parents, "weights": self.weights.tolist(), "intercept": self.intercept,
                 "noise": self.noise.state(), "estimator": self.estimator,
                 "mlp": None if self.mlp is None else [[w.tolist(), b.tolist()] for w, b in self.mlp],
-                "network": None if self.network is None else [a.tolist() for a in self.network]}
+                "network": None if self.network is None else [a.tolist() for a in self.network],
+                "base": None if self.base is None else self.base.state(), "base_scale": self.base_scale}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> NodeMechanism:
         mlp = None if state["mlp"] is None else [(np.asarray(w), np.asarray(b)) for w, b in state["mlp"]]
         network = state.get("network")
+        base = state.get("base")
         mech = cls(state["parents"], np.asarray(state["weights"]), state["intercept"],
                    QuantileNoise(np.asarray(state["noise"])), mlp,
-                   None if network is None else tuple(np.asarray(a) for a in network))
+                   None if network is None else tuple(np.asarray(a) for a in network),
+                   None if base is None else cls.from_state(base), float(state.get("base_scale", 1.0)))
         mech.estimator = str(state.get("estimator", mech.estimator))
+        return mech
+
+    @classmethod
+    def warm_start(cls, base: NodeMechanism, z: np.ndarray, k: int, *, ridge: float = 1e-3) -> NodeMechanism:
+        """The mechanism of latent ``k`` after a shift, adjusted from ``base`` (its mechanism before) on
+        few rows ``z`` ``(m, n)`` (m >= 3) where ``k`` is not intervened on.
+
+        ``f(z) = alpha * base.mean(z) + beta + gamma . z_parents`` with ``(alpha, beta, gamma)`` from least
+        squares penalised by ``ridge * m * ((alpha - 1)^2 + beta^2 + |gamma|^2)``: the old mechanism is the
+        prior, and tens of rows suffice for sign flips, rescalings and offsets. Adjusting a warm-started
+        mechanism again folds both adjustments into one over the original base. The residual
+        distribution is refitted (``residual_noise``). Returns a new mechanism; ``base`` is unchanged.
+        """
+        z = np.asarray(z, dtype=np.float64)
+        if z.ndim != 2 or not 0 <= k < z.shape[1]:
+            raise ValueError(f"latents must be (m, n) with node {k} in range, got shape {z.shape}")
+        if len(z) < 3:
+            raise ValueError(f"a warm start of the mechanism of latent {k} needs at least 3 rows, got {len(z)}")
+        if not np.all(np.isfinite(z)):
+            raise ValueError("latents contain NaN or infinite values")
+        if not ridge > 0:
+            raise ValueError(f"ridge must be positive, got {ridge}")
+        parents = list(base.parents)
+        design = np.column_stack([base.mean(z), np.ones(len(z)), z[:, parents]])
+        prior = np.zeros(design.shape[1])
+        prior[0] = 1.0
+        penalty = ridge * len(z) * np.eye(design.shape[1])
+        delta = np.linalg.solve(design.T @ design + penalty, design.T @ (z[:, k] - design @ prior))
+        alpha, beta, gamma = 1.0 + delta[0], float(delta[1]), delta[2:]
+        if base.base is not None and base.mlp is None and base.network is None:
+            # alpha * (a0 * g(z) + w0 . z_pa + b0) + beta + gamma . z_pa over the original base g
+            alpha, beta, gamma = (alpha * base.base_scale, alpha * base.intercept + beta,
+                                  alpha * base.weights + gamma)
+            base = base.base
+        mech = cls(parents, gamma, beta, QuantileNoise.gaussian(0, 1), base=base, base_scale=alpha)
+        mech.estimator = "warm start"
+        mech.noise = residual_noise(z[:, k] - mech.mean(z))
         return mech
 
     @classmethod
@@ -226,6 +291,19 @@ class NodeMechanism:
             mech.estimator = "two-stage least squares" if iv is not None else "least squares"
         mech.noise = QuantileNoise.fit(y - mech.mean(z))
         return mech
+
+
+def residual_noise(residuals: np.ndarray, *, min_quantile_rows: int = 50) -> QuantileNoise:
+    """The residual distribution of a mechanism from its residuals ``(m,)`` (m >= 2, finite): empirical
+    quantiles with at least ``min_quantile_rows`` of them, else Gaussian with their mean and std."""
+    r = np.asarray(residuals, dtype=np.float64).reshape(-1)
+    if r.size < 2:
+        raise ValueError(f"a residual distribution needs at least 2 residuals, got {r.size}")
+    if not np.all(np.isfinite(r)):
+        raise ValueError("residuals contain NaN or infinite values")
+    if r.size >= max(min_quantile_rows, 20):
+        return QuantileNoise.fit(r)
+    return QuantileNoise.gaussian(float(r.mean()), max(float(r.std(ddof=1)), 1e-6))
 
 
 def instrumental_linear(x: np.ndarray, y: np.ndarray, groups: np.ndarray, *,

@@ -5,6 +5,7 @@
     z = model.sample(1000, Intervention.do(2, 1.7))       # imagined intervention, never seen in the data
     frames = model.decode(z)                              # (N, S, S, 3) uint8
     planner_model = model.for_menu(env.unwrapped.interventions)   # for causal_wm.agents planners
+    adapted, report = model.adapt(model.encode(new_frames), new_regimes)   # after a mechanism shift
 
 Parts, all in the learned latent space (``n`` latents, ``A[i, j] = 1`` iff learned ``i -> j``):
 
@@ -23,6 +24,10 @@ Parts, all in the learned latent space (``n`` latents, ``A[i, j] = 1`` iff learn
 - the temporal persistence of the exogenous noise when the data is sequential: a Gaussian-copula
   AR(1) coefficient per latent, estimated from consecutive rows of the same episode.
 
+Mechanisms are modular, so a change of the world that replaces one mechanism leaves the others valid:
+``adapt`` tests every mechanism's residuals on a few new rows and refits only the ones that no longer
+fit, starting from their old form.
+
 Noise convention: every latent ``k`` has a standard normal score ``e_k``; its value is the quantile
 function of its mechanism's residual (or of its intervention) at ``e_k``. ``predict`` takes
 standard normal ``noise`` ``(num, n)``, so planners can compare actions on common random numbers.
@@ -30,6 +35,7 @@ standard normal ``noise`` ``(num, n)``, so planners can compare actions on commo
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -295,6 +301,127 @@ class CausalWorldModel(Persistent):
         """The model as a planner's ``LatentModel`` whose action ``a`` is ``interventions[a]``
         (e.g. ``env.unwrapped.interventions``, which may hold interventions the data never showed)."""
         return MenuModel(self, interventions)
+
+    # --- adaptation ---
+    def adapt(self, z: np.ndarray, regimes: np.ndarray, *, episode: np.ndarray | None = None,
+              step: np.ndarray | None = None, threshold: float = 4.0, min_rows: int = 10,
+              seed: int = 0) -> tuple[CausalWorldModel, dict[str, Any]]:
+        """Adapt to a mechanism shift from ``K`` new rows: find the mechanisms that no longer fit and
+        refit only those. Returns a new model and a report; ``self`` is unchanged.
+
+        Detection, per learned latent ``k``, on the new rows whose regime does not intervene on ``k``
+        (the rows its mechanism was fitted on: ``representation.env_targets``): the residuals
+        ``r = z_k - f_k(z_pa(k))`` are scored by the Gaussian negative log-likelihood ``NLL`` with the
+        mean ``mu`` and std ``sigma`` of the mechanism's residual distribution. Under the model,
+        ``E[NLL] = 0.5 log(2 pi sigma^2) + 0.5`` whatever the distribution's shape, so the statistic is the
+        z-score ``(mean NLL - E[NLL]) / SE`` with the standard error the model implies for unshifted rows:
+        ``Var(NLL)`` of the residual distribution (``1/2`` for a Gaussian one) and, with ``episode`` and
+        ``step``, the correlation the model's persistence puts between rows of one episode. (A standard
+        error estimated from the rows grows with the shift itself and caps the z-score near
+        ``sqrt(rows / 2)``, under 5 for 50 rows.) A latent is shifted when its statistic exceeds
+        ``threshold``; latents with fewer than ``min_rows`` rows are not tested. A mean shift, a rescaled
+        or sign-flipped dependence on the parents or a wider noise all raise the NLL; a narrower noise
+        alone is not flagged. The mean NLL of few rows is right-skewed (a scaled chi-square for Gaussian
+        residuals), so small samples exceed a threshold somewhat more often than the normal tail says
+        (for Gaussian residuals at the default threshold about 5e-4 per mechanism with 40 rows and 2e-3
+        with 10, rather than 3e-5).
+
+        Refit of every shifted mechanism on its rows (``NodeMechanism.warm_start``):
+        ``alpha * f_old + beta + gamma . z_pa(k)``, a ridge fit towards the old mechanism, usable from
+        tens of rows; with at least 400 rows a fresh ``NodeMechanism.fit`` competes on 20 % held-out rows
+        and the one with the lower held-out error is kept. The residual distribution is refitted from the
+        new residuals. The graph, the other mechanisms, the regimes' intervention distributions, the
+        calibration and the persistence are kept.
+
+        Args:
+            z: ``(K, n)`` latents in the model's coordinates (``model.encode(observations)``).
+            regimes: ``(K,)`` regime of every row (``menu[r]``; 0 observational). Rows of regimes the
+                representation names no targets for are left out with an ``UnusedRowsWarning``.
+            episode, step: ``(K,)`` ints (both or neither): consecutive rows of one episode, whose
+                persistent noise is correlated (without them rows count as independent).
+            threshold: z-score above which a mechanism counts as shifted.
+            min_rows: fewest rows that test a mechanism (at least 3).
+            seed: seeds the held-out split and a fresh fit.
+
+        Returns:
+            ``(model, report)``; ``report["mechanisms"]``: per latent ``{"latent", "rows", "statistic"
+            (None when untested), "shifted", "nll", "expected_nll"}``; ``report["refitted"]``: the shifted
+            latents, highest statistic first; ``report["estimators"]``: latent -> ``"warm start"`` or
+            ``"fresh fit"``; ``report["rows_used"]``: rows of known regimes. The report is also appended to
+            the new model's ``diagnostics["adaptations"]``.
+        """
+        z = np.asarray(z, dtype=np.float64)
+        if z.ndim != 2 or z.shape[1] != self.n:
+            raise ValueError(f"latents must be (K, {self.n}), got shape {z.shape}")
+        if not np.all(np.isfinite(z)):
+            raise ValueError("latents contain NaN or infinite values")
+        regimes = check_regimes(regimes, self.menu)
+        if len(regimes) != len(z):
+            raise ValueError(f"{len(z)} rows of latents but {len(regimes)} regime labels")
+        if (episode is None) != (step is None):
+            raise ValueError("give both episode and step, or neither")
+        if episode is not None and step is not None:
+            episode, step = np.asarray(episode).reshape(-1), np.asarray(step).reshape(-1)
+            if len(episode) != len(z) or len(step) != len(z):
+                raise ValueError(f"episode and step must have {len(z)} entries, got {len(episode)} and {len(step)}")
+        if not (isinstance(threshold, int | float | np.number) and math.isfinite(threshold) and threshold > 0):
+            raise ValueError(f"threshold must be a positive number, got {threshold!r}")
+        if isinstance(min_rows, bool) or not isinstance(min_rows, int | np.integer) or min_rows < 3:
+            raise ValueError(f"min_rows must be an int >= 3, got {min_rows!r}")
+
+        env_targets = {int(r): tuple(int(t) for t in ts) for r, ts in self.representation.env_targets.items()}
+        env_targets[0] = ()
+        present = sorted(int(r) for r in np.unique(regimes))
+        unknown = [r for r in present if r not in env_targets]
+        if unknown:
+            counts = {r: int(np.sum(regimes == r)) for r in unknown}
+            warnings.warn(f"rows of regimes {counts} (regime: rows) are not used: the model knows no learned "
+                          f"targets for them (known regimes {sorted(env_targets)})", UnusedRowsWarning,
+                          stacklevel=2)
+        known = np.isin(regimes, [r for r in present if r in env_targets])
+        if not known.any():
+            raise ValueError(f"none of the {len(z)} rows is of a regime the model knows (regimes {present}; "
+                             f"known {sorted(env_targets)})")
+        z, regimes = z[known], regimes[known]
+        if episode is not None and step is not None:
+            episode, step = episode[known], step[known]
+
+        tests: list[dict[str, Any]] = []
+        rows_of: dict[int, np.ndarray] = {}
+        for k in range(self.n):
+            free = [r for r in present if r in env_targets and k not in env_targets[r]]
+            rows = np.flatnonzero(np.isin(regimes, free))
+            rows_of[k] = rows
+            entry: dict[str, Any] = {"latent": k, "rows": len(rows), "statistic": None, "shifted": False,
+                                     "nll": None, "expected_nll": None}
+            if len(rows) >= min_rows:
+                statistic, nll, expected = _shift_statistic(
+                    self.mechanisms[k], z[rows], k, float(self.persistence[k]),
+                    None if episode is None else episode[rows], None if step is None else step[rows])
+                entry.update(statistic=statistic, shifted=bool(statistic > threshold), nll=nll,
+                             expected_nll=expected)
+            tests.append(entry)
+        shifted = sorted((e for e in tests if e["shifted"]), key=lambda e: -e["statistic"])
+
+        model = copy.deepcopy(self)
+        config = self.diagnostics.get("config", {})
+        hidden = int(config.get("mechanism_hidden", WorldModelConfig.mechanism_hidden))
+        steps = int(config.get("mechanism_steps", WorldModelConfig.mechanism_steps))
+        estimators: dict[int, str] = {}
+        for entry in shifted:
+            k = entry["latent"]
+            rows = rows_of[k]
+            mech, estimators[k] = _refit_shifted(self.mechanisms[k], z[rows], k, regimes[rows], hidden=hidden,
+                                                 steps=steps, seed=derive_seed(seed, 11, k))
+            model.mechanisms[k] = mech
+            for diag in model.diagnostics.get("mechanisms", []):
+                if diag.get("latent") == k:
+                    diag.update(kind=mech.kind, estimator=mech.estimator, adapted=True)
+        report: dict[str, Any] = {"mechanisms": tests, "refitted": [e["latent"] for e in shifted],
+                                  "estimators": estimators, "rows_used": int(known.sum()),
+                                  "unused_regimes": unknown, "threshold": float(threshold)}
+        model.diagnostics.setdefault("adaptations", []).append(to_jsonable(report))
+        return model, report
 
     # --- fitting ---
     @classmethod
@@ -599,6 +726,63 @@ def _fit_persistence(model: CausalWorldModel, z: np.ndarray, regimes: np.ndarray
     significant = raw > 3.0 / math.sqrt(len(idx))
     rho = np.where(significant, np.clip(raw, 0.0, 0.99), 0.0)
     return rho, {"pairs": len(idx), "raw": raw.tolist()}
+
+
+def _shift_statistic(mech: NodeMechanism, z: np.ndarray, k: int, rho: float, episode: np.ndarray | None,
+                     step: np.ndarray | None) -> tuple[float, float, float]:
+    """``(z-score, mean NLL, expected NLL)`` of the residuals of latent ``k`` on rows ``z`` ``(m, n)``
+    under the Gaussian with the mean and std of ``mech.noise`` (see ``CausalWorldModel.adapt``).
+
+    The standard error is the one the model implies without a shift: ``Var(NLL)`` of the residual
+    distribution (quadrature of its quantile function), times the design effect of the persistence
+    ``rho`` between rows of one episode (AR(1) normal scores: ``Corr(u_i^2, u_j^2) = rho^(2 |t_i - t_j|)``).
+    A standard error estimated from the rows would grow with the shift itself and cap the z-score near
+    ``sqrt(m / 2)``."""
+    from scipy.special import ndtri
+
+    points = 1 << 16
+    x = mech.noise.quantile(ndtri((np.arange(points) + 0.5) / points))
+    mu, sigma = float(np.mean(x)), max(float(np.std(x)), 1e-12)
+    var_nll = float(np.var(0.5 * ((x - mu) / sigma) ** 2))
+    u = (z[:, k] - mech.mean(z) - mu) / sigma
+    nll = 0.5 * math.log(2.0 * math.pi * sigma**2) + 0.5 * u**2
+    expected = 0.5 * math.log(2.0 * math.pi * sigma**2) + 0.5
+    m = len(nll)
+    pairs = float(m)  # sum over row pairs of the correlation of their NLLs (i.i.d.: the m diagonal terms)
+    if rho > 0 and episode is not None and step is not None:
+        pairs = 0.0
+        for e in np.unique(episode):
+            t = np.sort(step[episode == e]).astype(np.float64)
+            if len(t) <= 4096:
+                pairs += float(np.sum(rho ** (2.0 * np.abs(t[:, None] - t[None, :]))))
+            else:  # a long run of consecutive rows: the stationary design effect
+                pairs += len(t) * (1.0 + rho**2) / (1.0 - rho**2)
+    se = math.sqrt(var_nll * pairs) / m
+    return float((nll.mean() - expected) / max(se, 1e-12)), float(nll.mean()), expected
+
+
+def _refit_shifted(old: NodeMechanism, z: np.ndarray, k: int, regimes: np.ndarray, *, hidden: int, steps: int,
+                   seed: int, fresh_rows: int = 400) -> tuple[NodeMechanism, str]:
+    """The mechanism of latent ``k`` refitted on rows ``z`` ``(m, n)`` after a shift: the warm start from
+    ``old``, or with at least ``fresh_rows`` rows a fresh fit when it has the lower error on 20 %
+    held-out rows (the residuals' spread around the noise's mean, so a root's fresh fit, whose location
+    is in its noise, compares fairly). Returns the mechanism and ``"warm start"`` or ``"fresh fit"``."""
+    if len(z) < fresh_rows:
+        return NodeMechanism.warm_start(old, z, k), "warm start"
+    order = np.random.default_rng(seed).permutation(len(z))
+    val, train = order[: len(z) // 5], order[len(z) // 5:]
+
+    def held_out(mech: NodeMechanism) -> float:
+        centre = mech.noise.moments()[0]
+        return float(np.mean((z[val, k] - mech.mean(z[val]) - centre) ** 2))
+
+    warm = NodeMechanism.warm_start(old, z[train], k)
+    fresh = NodeMechanism.fit(z[train], k, old.parents, regimes=regimes[train], hidden=hidden, steps=steps,
+                              seed=seed)
+    if held_out(fresh) < held_out(warm):
+        fresh = NodeMechanism.fit(z, k, old.parents, regimes=regimes, hidden=hidden, steps=steps, seed=seed)
+        return fresh, "fresh fit"
+    return NodeMechanism.warm_start(old, z, k), "warm start"
 
 
 class UnusedRowsWarning(UserWarning):

@@ -183,6 +183,78 @@ def test_errors_are_clear(fitted):
         fitted.predict(None, np.zeros((4, 2)))
 
 
+def _shifted_data(per_regime: int, seed: int):
+    """The world of ``scm`` after a shift: another SCM on the same graph."""
+    shifted = random_scm(GRAPH, seed=5)
+    z, interventions = [], []
+    for k, iv in enumerate(MENU):
+        z.append(shifted.sample(per_regime, iv, seed=seed + k))
+        interventions += [iv] * per_regime
+    return np.concatenate(z), interventions
+
+
+def _state_tensors(model: ActionConditionedModel) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.head.state_dict().items()}
+
+
+def test_fine_tune_returns_a_new_model_that_fits_the_shifted_world(fitted):
+    before = _state_tensors(fitted)
+    z, interventions = _shifted_data(60, seed=10)
+    z_test, interventions_test = _shifted_data(500, seed=100)
+
+    def nll(model):
+        return -np.mean([model.log_prob(z_test[i:i + 500], interventions_test[i])
+                         for i in range(0, len(z_test), 500)])
+
+    tuned = fitted.fine_tune(z, interventions, seed=0)
+    assert tuned is not fitted and tuned.head is not fitted.head
+    # self is unchanged, and so are its standardisation and layout in the new model
+    for k, v in fitted.head.state_dict().items():
+        assert torch.equal(v, before[k])
+    np.testing.assert_array_equal(tuned.z_mean, fitted.z_mean)
+    np.testing.assert_array_equal(tuned.z_scale, fitted.z_scale)
+    history = tuned.history["fine_tune"]
+    assert history["num_val"] == 48 and history["num_train"] == 192 and history["best_epoch"] > 0
+    assert history["val_loss"][history["best_epoch"]] == min(history["val_loss"])
+    assert nll(tuned) < nll(fitted) - 0.3, (nll(tuned), nll(fitted))
+    # deterministic in its seed
+    again = fitted.fine_tune(z, interventions, seed=0)
+    np.testing.assert_array_equal(again.sample(32, MENU[1], seed=0), tuned.sample(32, MENU[1], seed=0))
+
+
+def test_fine_tune_from_five_rows_trains_a_fixed_number_of_epochs(fitted):
+    z, interventions = _shifted_data(5, seed=3)
+    z, interventions = z[:5], interventions[:5]
+    tuned = fitted.fine_tune(z, interventions, epochs=100, seed=1)
+    history = tuned.history["fine_tune"]
+    assert history["epochs_run"] == 20 and history["num_val"] == 0 and history["num_train"] == 5
+    assert not np.array_equal(tuned.sample(16, None, seed=0), fitted.sample(16, None, seed=0))
+    assert tuned.log_prob(z, None).mean() > fitted.log_prob(z, None).mean() - 1e-6
+    with pytest.raises(ValueError, match=r"shape \(N, 3\)"):
+        fitted.fine_tune(z[:, :2], interventions)
+    with pytest.raises(ValueError, match="one intervention per row"):
+        fitted.fine_tune(z, interventions[:4])
+    with pytest.raises(ValueError, match="targets"):
+        fitted.fine_tune(z, [Intervention.do(4, 1.0)] * 5)
+    with pytest.raises(ValueError, match="not fitted"):
+        ActionConditionedModel().fine_tune(z, interventions)
+
+
+def test_fine_tune_on_transitions_holds_out_whole_episodes():
+    scm = random_scm(GRAPH, seed=1)
+    z, interventions, episode, step = _persistent_data(scm, 0.8, episodes=30, length=20)
+    model = ActionConditionedModel().fit(z, interventions, episode=episode, step=step, hidden=16, epochs=5,
+                                         seed=0, device="cpu")
+    new = episode < 10
+    tuned = model.fine_tune(z[new], [iv for iv, keep in zip(interventions, new, strict=True) if keep],
+                            episode=episode[new], step=step[new], epochs=5, seed=0)
+    history = tuned.history["fine_tune"]
+    assert tuned.transitions and history["num_val"] == 40 and history["num_train"] == 160
+    # the context is used: predictions from another current state differ
+    noise = np.zeros((1, 3))
+    assert not np.allclose(tuned.predict(MENU[1], noise, z[0], None), tuned.predict(MENU[1], noise, z[5], None))
+
+
 @pytest.mark.gpu
 def test_fits_and_predicts_on_cuda_and_loads_on_cpu(scm, tmp_path):
     z, interventions = _iid_data(scm)
