@@ -6,9 +6,10 @@ Scenes (both with ``distractors`` and AR(1) persistence of the exogenous noise):
 - ``chemistry``: ``causal_wm/Chemistry-v0``: ``c = a * b`` (interaction), ``d -> e -> goal`` (mediator
   chain), ``goal = c * e``; the goal 2.0 is reached by no single intervention, and every single
   intervention leaves the goal's mean at zero.
-- ``balls``: ``causal_wm/Balls-v0`` with 3 balls on a fixed weighted DAG with a mediator chain
-  ``x0 -> x1 -> y2`` (a second cause ``y0 -> x1``) and a second parent of the goal with its own cause
-  ``x2 -> y1 -> y2``; goal ``y2 = 2.0``, beyond every single ``do`` at the menu's values.
+- ``balls``: ``causal_wm/Balls-v0`` with 3 balls on a fixed weighted DAG: a mediator chain
+  ``x0 -> x1 -> y2`` whose cause also acts on the goal directly with the opposite sign (the paths almost
+  cancel), a second cause ``y0 -> x1``, and the goal's second parent ``y1`` with its cause ``x2``; goal
+  ``y2 = 4.0`` (standardised units), reached best by holding ``x1`` high while pushing ``x0`` down.
 
 Training data (the same frames for every model): seeing plus the two mean-shift hard interventions of
 every node (``causal_wm.collect``, balanced), goal node included. Scenarios (the reach task; the goal
@@ -67,7 +68,7 @@ from causal_wm.benchmarking import CACHE_DIR, RESULTS_DIR, parse_config, quick_d
 from causal_wm.crl.representation import TrueLatents
 from causal_wm.device import machine_info
 from causal_wm.scm import Intervention
-from causal_wm.world_model import CausalWorldModel, encode_dataset
+from causal_wm.world_model import CausalWorldModel
 from causal_wm.world_model.baseline import ActionConditionedModel
 from causal_wm.world_model.evaluation import distribution_distances, ranking_metrics, rollout_means
 
@@ -83,15 +84,15 @@ COLORS = {"oracle": "#000000", "causal": "#0072B2", "noncausal": "#E69F00", "pet
 
 
 def balls_graph() -> list[list[float]]:
-    """The weighted DAG of the balls scene (``W[i, j]`` = weight of ``i -> j``; nodes x0 y0 x1 y1 x2 y2):
-    a mediator chain ``x0 -> x1 -> y2`` whose cause also acts directly on the goal with the opposite
-    sign (``x0 -> y2``), a second cause ``y0 -> x1``, and the goal's second parent ``y1`` with its own
-    cause ``x2``. Acting on ``x0`` alone moves the goal little (the two paths partly cancel), while
-    holding the mediator ``x1`` fixed and pushing ``x0`` the other way moves it most."""
+    """The weighted DAG of the balls scene (``W[i, j]`` = weight of ``i -> j``; nodes x0 y0 x1 y1 x2 y2,
+    before standardisation): a mediator chain ``x0 -> x1 -> y2`` whose cause acts on the goal directly
+    with the opposite sign (``x0 -> y2``: the two paths almost cancel), a second cause ``y0 -> x1``, and
+    the goal's second parent ``y1`` with its cause ``x2``. Acting on ``x0`` alone barely moves the goal;
+    holding the mediator ``x1`` high and pushing ``x0`` down moves it most."""
     x0, y0, x1, y1, x2, y2 = range(6)
     w = np.zeros((6, 6))
-    w[x0, x1], w[y0, x1], w[x1, y2], w[x0, y2] = 1.0, 0.4, 1.0, -0.5
-    w[x2, y1], w[y1, y2] = 0.7, 0.4
+    w[x0, x1], w[y0, x1], w[x1, y2], w[x0, y2] = 1.0, 0.4, 1.0, -0.9
+    w[x2, y1], w[y1, y2] = 0.7, 0.3
     return w.tolist()
 
 
@@ -103,7 +104,7 @@ SCENES: dict[str, dict[str, Any]] = {
                   "shift": {"goal": "negate"}},
     "balls": {"env_id": "causal_wm/Balls-v0",
               "kwargs": {"num_balls": 3, "graph": balls_graph(), "noise_std": list(BALLS_NOISE)},
-              "goal_value": 3.0, "shift": {"ball2.y": "negate"}},
+              "goal_value": 4.0, "shift": {"ball2.y": "negate"}},
 }
 
 
@@ -127,8 +128,12 @@ class Config:
     """also learn everything from images (image CRL encoder); --no-images runs the true-latent half"""
     preset: str = "cpu"
     """world-model preset of the image half (debug, cpu, full)"""
-    true_rows: int = 60000
-    """rows of the collection the true-latent models are fitted on"""
+    dynamics_rows: int = 60000
+    """rows (a fixed random subset of the collection, the same for every model and both halves) the
+    dynamics are fitted on: the causal model's mechanisms on true latents, and the non-causal models in
+    both halves (the image CRL encoder and the learned causal model use every frame)"""
+    batch_size: int = 512
+    """minibatch of the non-causal models (the same for both)"""
     seeds: int = 5
     """planning seeds"""
     steps: int = 200
@@ -152,7 +157,7 @@ class Config:
     ./bench_out/causal_suite/"""
 
 
-QUICK = {"per_regime": 120, "true_rows": 1500, "preset": "debug", "seeds": 2, "steps": 15, "num_samples": 16,
+QUICK = {"per_regime": 120, "dynamics_rows": 1500, "preset": "debug", "seeds": 2, "steps": 15, "num_samples": 16,
          "adapt_k": (0, 40), "eval_samples": 100, "rank_batch": 24, "rank_horizon": 5,
          "out": str(quick_dir("causal_suite")), "cache": str(quick_dir("causal_suite") / "cache")}
 
@@ -212,27 +217,38 @@ class Half:
         return {"causal": self.causal, "noncausal": self.noncausal, "pets": self.pets}
 
 
-def true_half(cfg: Config, dataset: Any, preset: str) -> Half:
-    """The three models fitted on the true latents of (a random subset of ``true_rows``) rows."""
+def dynamics_rows(cfg: Config, dataset: Any) -> np.ndarray:
+    """The fixed random subset of rows (sorted) the dynamics models are fitted on."""
+    rows = min(len(dataset), cfg.dynamics_rows) if cfg.dynamics_rows > 0 else len(dataset)
+    return np.sort(np.random.default_rng(0).permutation(len(dataset))[:rows])
+
+
+def fit_noncausal(cfg: Config, z: np.ndarray, dataset: Any, idx: np.ndarray) -> tuple[Any, Any]:
+    """The non-causal model and the PETS ensemble on latents ``z`` of rows ``idx``, the same settings."""
     from causal_wm.world_model.ensemble import ProbabilisticEnsemble
 
-    rows = min(len(dataset), cfg.true_rows) if cfg.true_rows > 0 else len(dataset)
-    idx = np.sort(np.random.default_rng(0).permutation(len(dataset))[:rows])
-    z = dataset.latents(slice(0, len(dataset)))[idx]
-    regimes, episode, step = dataset.regime[idx], dataset.episode[idx], dataset.step[idx]
     menu = dataset.menu
-    causal = CausalWorldModel.fit_arrays(z, regimes, menu=menu, episode=episode, step=step, preset=preset, seed=0,
+    interventions = [menu[r] for r in dataset.regime[idx]]
+    kw = {"episode": dataset.episode[idx], "step": dataset.step[idx], "seed": 0, "device": cfg.device,
+          "batch_size": cfg.batch_size, "progress": True}
+    return (ActionConditionedModel().fit(z, interventions, **kw),
+            ProbabilisticEnsemble().fit(z, interventions, **kw))
+
+
+def true_half(cfg: Config, dataset: Any, preset: str) -> Half:
+    """The three models fitted on the true latents of the dynamics rows (the causal one with the true graph)."""
+    idx = dynamics_rows(cfg, dataset)
+    z = dataset.latents(slice(0, len(dataset)))[idx]
+    menu = dataset.menu
+    causal = CausalWorldModel.fit_arrays(z, dataset.regime[idx], menu=menu, episode=dataset.episode[idx],
+                                         step=dataset.step[idx], preset=preset, seed=0,
                                          representation=TrueLatents.from_menu(dataset.graph, menu))
-    interventions = [menu[r] for r in regimes]
-    kw = {"episode": episode, "step": step, "seed": 0, "device": cfg.device}
-    noncausal = ActionConditionedModel().fit(z, interventions, progress=True, **kw)
-    pets = ProbabilisticEnsemble().fit(z, interventions, progress=True, **kw)
+    noncausal, pets = fit_noncausal(cfg, z, dataset, idx)
     return Half("true_latents", causal, noncausal, pets, menu,
                 lambda obs, z_true: np.asarray(z_true, dtype=np.float64))
 
 
 def learned_half(cfg: Config, scene: str, dataset: Any, cache: Path) -> tuple[Half, dict]:
-    from causal_wm.world_model.ensemble import ProbabilisticEnsemble
 
     info: dict[str, Any] = {}
     stem = f"causal_suite_{scene}_{cfg.preset}"
@@ -248,16 +264,14 @@ def learned_half(cfg: Config, scene: str, dataset: Any, cache: Path) -> tuple[Ha
         info["world_model"] = f"fitted, saved to {path}"
     info["seconds_world_model"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    z = encode_dataset(world_model, dataset)
-    menu = dataset.menu
-    interventions = [menu[r] for r in dataset.regime]
-    kw = {"episode": dataset.episode, "step": dataset.step, "seed": 0, "device": cfg.device}
-    noncausal = ActionConditionedModel().fit(z, interventions, progress=True, **kw)
-    pets = ProbabilisticEnsemble().fit(z, interventions, progress=True, **kw)
+    idx = dynamics_rows(cfg, dataset)
+    z = world_model.encode(dataset.observations(idx))
+    noncausal, pets = fit_noncausal(cfg, z, dataset, idx)
     info["seconds_noncausal"] = time.perf_counter() - t0
     info["diagnostics"] = {k: world_model.diagnostics.get(k) for k in ("representation", "rows")
                            if k in world_model.diagnostics}
-    return Half("learned", world_model, noncausal, pets, menu, lambda obs, z_true: world_model.encode(obs)), info
+    return (Half("learned", world_model, noncausal, pets, dataset.menu, lambda obs, z_true: world_model.encode(obs)),
+            info)
 
 
 # --- planning -------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 from causal_wm.agents.evaluation import RandomPolicy
 from causal_wm.agents.planners import OneStepPlanner, OracleSCMModel, goal_reward
 from causal_wm.cli import main
-from causal_wm.demo import DEMO_PRESETS, ENV_ID, run_demo
+from causal_wm.demo import DEMO_PRESETS, ENV_ID, joint_interventions, run_demo
 from causal_wm.envs import MAX_EPISODE_STEPS
 from causal_wm.world_model import CausalWorldModel
 
@@ -87,8 +87,19 @@ def test_demo_debug_preset_writes_report_and_summary(tmp_path):
     assert agent["return_first_fifth"] == pytest.approx(np.mean(curve["returns"][:fifth]), abs=1e-3)
     assert agent["return_last_fifth"] == pytest.approx(np.mean(curve["returns"][-fifth:]), abs=1e-3)
     assert (tmp_path / "world_model.pt").exists()
+    # the joint panel: two-node do interventions absent from the data, both models scored on the same frames
+    joint = summary["joint_interventions"]
+    expected = [iv.label() for iv in joint_interventions(scene)]
+    assert [row["intervention"] for row in joint["interventions"]] == expected and len(expected) == 4
+    data_labels = {iv.label() for iv in CausalWorldModel.load(tmp_path / "world_model.pt", device="cpu").menu[1:]}
+    assert not data_labels & set(expected)
+    for row in joint["interventions"]:
+        for name in ("causal", "noncausal"):
+            assert np.isfinite(row[name]["mmd"]) and row[name]["mean_error"] >= 0
+    assert joint["noncausal_rows"] == 13 * 150
     report = (tmp_path / "report.md").read_text()
-    for section in ("Causal world model", "Planning interventions", "An agent on the learned causal features"):
+    for section in ("Causal world model", "Planning interventions", "An agent on the learned causal features",
+                    "Joint interventions never seen"):
         assert section in report
     for name in summary["figures"].values():
         assert (tmp_path / name).stat().st_size > 1000
@@ -96,6 +107,19 @@ def test_demo_debug_preset_writes_report_and_summary(tmp_path):
     # a second run resumes the collection and the checkpoints and gives the same model
     again = run_demo(tmp_path, preset="debug", progress=False)
     assert again["metrics"]["mcc_spearman"] == pytest.approx(summary["metrics"]["mcc_spearman"])
+
+
+def test_joint_interventions_put_cause_effect_pairs_first():
+    from causal_wm.scm import ancestors
+
+    scene = gym.make(ENV_ID, num_balls=3, graph_seed=0).unwrapped
+    chosen = joint_interventions(scene, max_count=20)
+    pairs = [iv.targets for iv in chosen]
+    related = [(i, j) in pairs and (i in ancestors(scene.graph, j) or j in ancestors(scene.graph, i))
+               for i, j in pairs]
+    assert related == sorted(related, reverse=True) and related[0]
+    assert all(iv.kind == "do" and len(iv.targets) == 2 for iv in chosen)
+    assert len(set(pairs)) == len(pairs) == 15  # every pair of 6 nodes once
 
 
 def test_demo_command_rejects_bad_arguments(capsys):

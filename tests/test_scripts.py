@@ -138,6 +138,28 @@ def _tables(r: dict) -> None:
     assert len(r["sections"]) == r["tables"].count("\n### ") + r["tables"].startswith("### ")
 
 
+def _causal_suite(r: dict) -> None:
+    c = r["config"]
+    assert c["quick"] and c["preset"] == "debug" and c["seeds"] == 2 and list(c["adapt_k"]) == [0, 40]
+    assert set(r["scenes"]) == {"chemistry", "balls"}
+    for payload in r["scenes"].values():
+        res = payload["results"]
+        assert set(res) == {"in_distribution", "ood_values", "ood_joint", "mechanism_shift", "distractor_shift"}
+        for scenario in ("in_distribution", "ood_values", "ood_joint"):
+            planning = res[scenario]["planning"]
+            assert {"oracle", "random", "true_latents", "learned"} <= set(planning)
+            for half in ("true_latents", "learned"):
+                assert set(planning[half]) == {"causal", "noncausal", "pets"}
+                assert all(len(v["runs"]) == 2 for v in planning[half].values())
+                assert set(res[scenario]["ranking"][half]["causal"]) == {"1", "5"}
+        assert set(res["mechanism_shift"]["halves"]) == {"true_latents", "learned"}
+    summary = r["summary"]
+    for key in ("true_causal_over_noncausal_ood_joint_min", "adaptation_sample_ratio_min",
+                "learned_over_true_causal_ood_min", "learned_causal_over_noncausal_ood_joint_min"):
+        assert key in summary and key in summary["goals"]
+    assert set(r["figures"]) == {"success", "adaptation", "ranking"}
+
+
 def _train_agent(r: dict) -> None:
     c = r["config"]
     assert c["quick"] and c["total_timesteps"] == 256 and c["n_envs"] == 2 and c["obs_type"] == "true"
@@ -147,6 +169,8 @@ def _train_agent(r: dict) -> None:
 SPECS: dict[str, Spec] = {
     "bench_agents": Spec(["--output", "{out}/agents.json", "--runs-dir", "{out}/runs"], "agents.json",
                          {"benchmark", "settings", "machine", "runs", "references", "encoders", "summary"}, _agents),
+    "bench_causal_suite": Spec(["--out", "{out}", "--cache", "{out}/cache"], "causal_suite_quick.json",
+                               {"benchmark", "config", "machine", "summary", "scenes", "figures"}, _causal_suite),
     "bench_collect": Spec(["--out", "{out}/collect.json"], "collect.json",
                           {"benchmark", "machine", "settings", "bare_env_steps_per_s", "hdf5_write_path_MB_per_s",
                            "collect"}, _collect),
