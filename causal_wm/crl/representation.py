@@ -230,11 +230,13 @@ class TrueLatents(LinearEncoderResult):
     FORMAT: ClassVar[str] = "causal_wm.crl.true_latents"
 
     @classmethod
-    def from_menu(cls, graph: Any, menu: Sequence[Any]) -> TrueLatents:
+    def from_menu(cls, graph: Any, menu: Sequence[Any], regimes: Sequence[int] | None = None) -> TrueLatents:
+        """Identity encoder, ``graph`` and the targets of the menu's regimes (all, or ``regimes``)."""
         graph = np.asarray(graph, dtype=np.int64)
         if graph.ndim != 2 or graph.shape[0] != graph.shape[1]:
             raise ValueError(f"graph must be a square adjacency matrix, got shape {graph.shape}")
-        targets = {r: tuple(int(t) for t in iv.targets) for r, iv in enumerate(menu) if iv is not None}
+        chosen = range(len(menu)) if regimes is None else [int(r) for r in regimes]
+        targets = {r: tuple(int(t) for t in menu[r].targets) for r in chosen if menu[r] is not None}
         return cls(np.eye(graph.shape[0]), graph, targets, {"source": "true latents"})
 
 

@@ -395,6 +395,22 @@ class ActionConditionedModel(Persistent):
         zs = mean + (chol @ eps.unsqueeze(-1)).squeeze(-1)
         return self.z_mean + self.z_scale * zs.double().cpu().numpy()
 
+    @torch.no_grad()
+    def predict_many(self, interventions: Sequence[Intervention | None], noise: np.ndarray,
+                     z_now: np.ndarray | None = None, intervention_now: Intervention | None = None) -> np.ndarray:
+        """``predict`` under every entry of ``interventions`` on the same ``noise`` ``(num, n)`` in one
+        network pass: ``(len(interventions), num, n)``."""
+        head = self._require_fitted()
+        noise = _check_latents(noise, "noise", self.n)
+        num, count = len(noise), len(interventions)
+        if count == 0:
+            return np.zeros((0, num, self.n))
+        x = torch.cat([self._inputs(num, iv, z_now, intervention_now) for iv in interventions])
+        mean, chol, _ = head(x)
+        eps = torch.as_tensor(np.tile(noise, (count, 1)), dtype=torch.float32, device=self.device)
+        zs = (mean + (chol @ eps.unsqueeze(-1)).squeeze(-1)).double().cpu().numpy()
+        return (self.z_mean + self.z_scale * zs).reshape(count, num, self.n)
+
     def sample(self, num: int, intervention: Intervention | None, *, z_now: np.ndarray | None = None,
                intervention_now: Intervention | None = None, seed: int = 0) -> np.ndarray:
         """``num`` samples ``(num, n)`` of the next latents under ``intervention`` (see ``predict``)."""
@@ -507,3 +523,18 @@ class ActionConditionedMenuModel:
                 raise ValueError(f"regime_now {regime_now} is outside 0..{self.num_actions - 1}")
             intervention_now = self.interventions[regime_now]
         return self.model.predict(self.interventions[action], noise, z_now, intervention_now)
+
+    def predict_actions(self, actions: Sequence[int], noise: np.ndarray, z_now: np.ndarray | None = None,
+                        regime_now: int | None = None) -> np.ndarray:
+        """``predict`` of every menu entry in ``actions`` on the same noise: ``(len(actions), num, n)``."""
+        bad = [a for a in actions if not 0 <= a < self.num_actions]
+        if bad:
+            raise ValueError(f"actions {bad} are outside 0..{self.num_actions - 1}")
+        intervention_now = None
+        if self.model.transitions and z_now is not None:
+            if regime_now is None:
+                raise ValueError("a model fitted on transitions needs the current regime with the current latents")
+            if not 0 <= regime_now < self.num_actions:
+                raise ValueError(f"regime_now {regime_now} is outside 0..{self.num_actions - 1}")
+            intervention_now = self.interventions[regime_now]
+        return self.model.predict_many([self.interventions[a] for a in actions], noise, z_now, intervention_now)

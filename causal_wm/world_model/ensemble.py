@@ -162,6 +162,28 @@ class ProbabilisticEnsemble(Persistent):
                 out[rows] = member.predict(intervention, noise[rows], now, intervention_now)
         return out
 
+    def predict_many(self, interventions: Sequence[Intervention | None], noise: np.ndarray,
+                     z_now: np.ndarray | None = None, intervention_now: Intervention | None = None) -> np.ndarray:
+        """``predict`` under every entry of ``interventions`` on the same ``noise`` (row ``i`` stays on
+        member ``i % members``): ``(len(interventions), num, n)``, one network pass per member."""
+        members = self._require_fitted()
+        noise = _check_latents(noise, "noise", self.n)
+        num = len(noise)
+        per_row = None
+        if z_now is not None and self.transitions:
+            per_row = np.asarray(z_now, dtype=np.float64)
+            if per_row.shape == (self.n,):
+                per_row = None
+            elif per_row.shape != (num, self.n):
+                raise ValueError(f"z_now must have shape ({self.n},) or ({num}, {self.n}), got {np.shape(z_now)}")
+        out = np.empty((len(interventions), num, self.n))
+        for m, member in enumerate(members):
+            rows = np.arange(m, num, len(members))
+            if len(rows):
+                now = z_now if per_row is None else per_row[rows]
+                out[:, rows] = member.predict_many(interventions, noise[rows], now, intervention_now)
+        return out
+
     def sample(self, num: int, intervention: Intervention | None, *, z_now: np.ndarray | None = None,
                intervention_now: Intervention | None = None, seed: int = 0) -> np.ndarray:
         """``num`` samples ``(num, n)`` of the next latents (see ``predict``)."""

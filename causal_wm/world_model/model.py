@@ -285,6 +285,35 @@ class CausalWorldModel(Persistent):
             noise = rho * e_now + np.sqrt(1.0 - rho**2) * noise
         return self.forward(noise, intervention)
 
+    def predict_many(self, interventions: Sequence[InterventionLike], noise: np.ndarray,
+                     z_now: np.ndarray | None = None, regime_now: InterventionLike = None) -> np.ndarray:
+        """``predict`` under every entry of ``interventions`` on the same ``noise`` ``(num, n)``:
+        ``(len(interventions), num, n)``, one pass over the nodes for all of them."""
+        specs = [self._resolve(iv) for iv in interventions]
+        return self._predict_specs(specs, noise, z_now, None if z_now is None else self._resolve(regime_now))
+
+    def _predict_specs(self, specs: Sequence[dict[int, QuantileNoise]], noise: np.ndarray,
+                       z_now: np.ndarray | None, spec_now: dict[int, QuantileNoise] | None) -> np.ndarray:
+        noise = np.asarray(noise, dtype=np.float64)
+        if noise.ndim != 2 or noise.shape[1] != self.n:
+            raise ValueError(f"noise must be (num, {self.n}), got shape {noise.shape}")
+        if z_now is not None and np.any(self.persistence > 0):
+            z = np.asarray(z_now, dtype=np.float64)
+            z = z.reshape(1, self.n) if z.shape == (self.n,) else z
+            rho = self.persistence
+            noise = rho * self.abduct(z, spec_now) + np.sqrt(1.0 - rho**2) * noise
+        num, count = len(noise), len(specs)
+        e = np.tile(noise, (count, 1))
+        z = np.zeros_like(e)
+        for k in self.order:
+            mech = self.mechanisms[k]
+            column = mech.mean(z) + mech.noise.quantile(e[:, k])
+            for a, spec in enumerate(specs):
+                if k in spec:
+                    column[a * num:(a + 1) * num] = spec[k].quantile(noise[:, k])
+            z[:, k] = column
+        return z.reshape(count, num, self.n)
+
     def sample(self, num: int, intervention: InterventionLike = None, *, seed: int | np.random.Generator = 0,
                z_now: np.ndarray | None = None, regime_now: InterventionLike = None) -> np.ndarray:
         """``num`` latents ``(num, n)`` imagined under ``intervention`` (see ``InterventionLike``)."""
@@ -663,6 +692,15 @@ class MenuModel:
             raise ValueError(f"action {action} is outside 0..{self.num_actions - 1}")
         now = None if regime_now is None else self.specs[regime_now]
         return self.model.predict(self.specs[action], noise, z_now, now)
+
+    def predict_actions(self, actions: Sequence[int], noise: np.ndarray, z_now: np.ndarray | None = None,
+                        regime_now: int | None = None) -> np.ndarray:
+        """``predict`` of every menu entry in ``actions`` on the same noise: ``(len(actions), num, n)``."""
+        bad = [a for a in actions if not 0 <= a < self.num_actions]
+        if bad:
+            raise ValueError(f"actions {bad} are outside 0..{self.num_actions - 1}")
+        now = None if regime_now is None else self.specs[regime_now]
+        return self.model._predict_specs([self.specs[a] for a in actions], noise, z_now, now)
 
 
 def _calibrate(moments: Mapping[int, list[tuple[float, float, float, float, int]]]

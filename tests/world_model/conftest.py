@@ -1,41 +1,17 @@
-"""Shared pieces of the world-model tests: the true latents of an SCM as a representation (identity
-encoder, the true graph, the true targets of every regime) and a small four-node SCM world with a menu
-of single-node hard interventions, to test the learned SCM without representation error."""
+"""Shared pieces of the world-model tests: a small four-node SCM world with a menu of single-node hard
+interventions, its true latents as the representation (``causal_wm.crl.representation.TrueLatents``),
+to test the learned SCM without representation error."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from causal_wm.crl import register_representation
-from causal_wm.crl.representation import LinearEncoderResult
+from causal_wm.crl.representation import TrueLatents
 from causal_wm.scm import SCM, Intervention, LinearMechanism, random_scm
-
-
-@register_representation
-@dataclass
-class TrueLatents(LinearEncoderResult):
-    """The true latents as a ``causal_wm.crl.Representation``: ``encode`` is the identity on ``(N, n)``."""
-
-    encoder: np.ndarray
-    graph: np.ndarray
-    env_targets: dict[int, tuple[int, ...]]
-    diagnostics: dict = field(default_factory=dict)
-
-    FORMAT: ClassVar[str] = "tests.true_latents"
-
-    @classmethod
-    def of(cls, graph: np.ndarray, menu: Sequence[Intervention | None], regimes: Sequence[int] | None = None
-           ) -> TrueLatents:
-        """Identity encoder, ``graph`` and the targets of the menu's regimes (all, or ``regimes``)."""
-        chosen = range(len(menu)) if regimes is None else regimes
-        targets = {int(r): tuple(menu[r].targets) for r in chosen if menu[r] is not None}
-        return cls(np.eye(len(graph)), np.asarray(graph, dtype=np.int64), targets)
-
 
 # 0 -> 1 -> 2 -> 3 with 1 -> 3: node 2's child 3 also reads 2's parent
 WORLD_GRAPH = np.array([[0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 0]])
@@ -80,7 +56,7 @@ def make_world(seed: int = 3, rows: int = 4000) -> SCMWorld:
     menu.append(Intervention.do((0, 2), (1.0, -1.0)))
     world = SCMWorld(scm, menu)
     z, regimes = world.sample(rows, seed=seed)
-    representation = TrueLatents.of(WORLD_GRAPH, menu, regimes=range(9))
+    representation = TrueLatents.from_menu(WORLD_GRAPH, menu, regimes=range(9))
     world.model = CausalWorldModel.fit_arrays(z, regimes, menu=menu, representation=representation, preset="debug")
     return world
 
