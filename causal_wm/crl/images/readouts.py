@@ -127,14 +127,12 @@ def fit_parametric_readout(config: ImageCRLConfig, codes_train: dict[int, np.nda
         if start is not None and mechanism == start.mechanism:
             model = new_model(mechanism)
             model.load_state_dict(start.state_dict())
-        elif "linear" in fitted:
-            # the network SCM starts at the fitted linear one (its networks' outputs start at 0), so it
-            # can only refine it, and converges in a fraction of the epochs
-            model = new_model(mechanism)
-            model.load_state_dict(fitted["linear"][0].state_dict(), strict=False)
         else:
+            # every candidate starts from the discriminant start: a network SCM started at the fitted
+            # linear one stays in the linear solution's basin, where a latent whose mechanism is an
+            # interaction (c = a * b: no linear trace) comes out mixed with its parents
             model = discriminant_model(mechanism, 0)
-        refine = "linear" in fitted or start is not None
+        refine = start is not None
         diag = train_model(model, derive_seed(seed, 22, MECHANISMS.index(mechanism)), refine, f"{mechanism} mechanisms")
         fitted[mechanism] = (model, per_frame(model).double().cpu().numpy(), diag)
     chosen = mechanisms[0]
