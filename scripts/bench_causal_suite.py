@@ -118,7 +118,7 @@ class Config:
     """folder of the collections and the fitted models (reused by later runs)"""
     scenes: tuple[str, ...] = ("chemistry", "balls")
     """scenes to run (chemistry, balls)"""
-    per_regime: int = 20000
+    per_regime: int = 12000
     """collected rows per regime (seeing + 2 hard interventions per node)"""
     persistence: float = 0.5
     """AR(1) coefficient of the exogenous noise of the scenes"""
@@ -128,7 +128,7 @@ class Config:
     """also learn everything from images (image CRL encoder); --no-images runs the true-latent half"""
     preset: str = "cpu"
     """world-model preset of the image half (debug, cpu, full)"""
-    dynamics_rows: int = 60000
+    dynamics_rows: int = 40000
     """rows (a fixed random subset of the collection, the same for every model and both halves) the
     dynamics are fitted on: the causal model's mechanisms on true latents, and the non-causal models in
     both halves (the image CRL encoder and the learned causal model use every frame)"""
