@@ -40,7 +40,7 @@ _LAZY = {
     "load_encoder_model": "causal_wm.agents.wrappers",
     "CausalFeaturesExtractor": "causal_wm.agents.features",
     "PlainAutoencoder": "causal_wm.agents.training",
-    "TrainConfig": "causal_wm.agents.training",
+    "TrainConfig": "causal_wm.agents.config",
     "train": "causal_wm.agents.training",
 }
 

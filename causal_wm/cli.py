@@ -599,7 +599,7 @@ def run_plan(args: argparse.Namespace) -> int:
 # train-agent
 # --------------------------------------------------------------------------------------------------
 def add_train_agent_command(subparsers: argparse._SubParsersAction) -> None:
-    from causal_wm.agents.training import TrainConfig
+    from causal_wm.agents.config import TrainConfig
     from causal_wm.config import add_config_arguments
 
     parser = subparsers.add_parser(

@@ -63,3 +63,14 @@ def test_console_script_is_installed():
     command = [exe] if exe else [sys.executable, "-m", "causal_wm.cli"]
     done = subprocess.run([*command, "collect", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "--per-regime" in done.stdout
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train-agent", "--help"], ["fit", "--help"], ["demo", "--help"]])
+def test_help_imports_neither_torch_nor_stable_baselines3(argv):
+    # the help of every command is built from light modules only (torch alone takes about a second)
+    code = ("import sys\nfrom causal_wm.cli import main\ntry:\n    main(" + repr(argv) + ")\nexcept SystemExit:\n"
+            "    pass\nheavy = sorted(m for m in ('torch', 'stable_baselines3', 'cv2') if m in sys.modules)\n"
+            "print('HEAVY', heavy)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "HEAVY []" in done.stdout, done.stdout[-500:]

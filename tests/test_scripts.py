@@ -50,6 +50,11 @@ def _agents(r: dict) -> None:
     assert r["references"]["Balls-v0"]["random_episodes"] == s["random_episodes"] == 4
 
 
+def _cli(r: dict) -> None:
+    assert r["settings"]["quick"] and r["settings"]["repeats"] == 1
+    assert len(r["results"]) == 10 and all(len(v["runs"]) == 1 for v in r["results"].values())
+
+
 def _collect(r: dict) -> None:
     s = r["settings"]
     assert s["quick"] and s["steps"] == 2_000 and s["repeats"] == 1
@@ -171,6 +176,8 @@ SPECS: dict[str, Spec] = {
                          {"benchmark", "settings", "machine", "runs", "references", "encoders", "summary"}, _agents),
     "bench_causal_suite": Spec(["--out", "{out}", "--cache", "{out}/cache"], "causal_suite_quick.json",
                                {"benchmark", "config", "machine", "summary", "scenes", "figures"}, _causal_suite),
+    "bench_cli": Spec(["--out", "{out}/cli.json"], "cli.json", {"benchmark", "settings", "machine", "results",
+                                                                 "summary"}, _cli),
     "bench_collect": Spec(["--out", "{out}/collect.json"], "collect.json",
                           {"benchmark", "machine", "settings", "bare_env_steps_per_s", "hdf5_write_path_MB_per_s",
                            "collect"}, _collect),
