@@ -23,6 +23,7 @@ import functools
 import inspect
 import itertools
 import json
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -47,8 +48,9 @@ def field_docs(cls: type) -> dict[str, str]:
         if not dataclasses.is_dataclass(klass):
             continue
         try:
-            tree = ast.parse(inspect.getsource(klass))
-        except (OSError, TypeError):  # no source (e.g. built interactively): no help texts
+            # dedented: a dataclass defined inside a function or class has indented source
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):  # no source (e.g. built interactively): no help texts
             continue
         body = tree.body[0].body  # type: ignore[attr-defined]
         for node, after in itertools.pairwise(body):
@@ -183,13 +185,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
         option = f"--{f.name.replace('_', '-')}"
         kinds = {part.strip() for part in str(f.type).split("|")}
         doc = docs.get(f.name, "").replace("%", "%%")  # argparse formats help with %
-        help_text = doc + " (default: %(default)s)"
+        # a docstring that states its own default (e.g. "default: a temporary folder") is not repeated
+        says_default = "default" in doc.lower()
+        help_text = doc if says_default else doc + " (default: %(default)s)"
         if kinds == {"bool"}:
             parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=help_text)
             continue
         if any(k.startswith(("dict", "list", "tuple")) for k in kinds):
             caster: Any = json.loads
-            help_text = doc + " (JSON; default: " + json.dumps(default).replace("%", "%%") + ")"
+            help_text = doc + (" (JSON)" if says_default else
+                               " (JSON; default: " + json.dumps(default).replace("%", "%%") + ")")
         elif "int" in kinds and "float" not in kinds and "str" not in kinds:
             caster = int
         elif "float" in kinds and "str" not in kinds:

@@ -159,3 +159,21 @@ def test_cli_fit_rejects_bad_settings_before_any_work(tmp_path, capsys):
                  "[[1, 2], [3, 99]]", "--no-progress"]) == 2
     assert "regimes [99] of the pairs have no frames" in capsys.readouterr().err
     assert causal_wm is not None
+
+
+def test_help_states_each_default_once():
+    @dataclass
+    class Settings:
+        folder: str = ""
+        """where files go (default: a temporary folder)"""
+        steps: int = 10
+        """env steps"""
+        pairs: list = field(default_factory=list)
+        """pairs of regimes (default: from the menu)"""
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Settings)
+    text = " ".join(parser.format_help().split())
+    assert "where files go (default: a temporary folder)" in text and "folder) (default" not in text
+    assert "env steps (default: 10)" in text
+    assert "pairs of regimes (default: from the menu) (JSON)" in text
