@@ -706,7 +706,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
     overrides = _settings(args.settings)
     _stage(f"running the demo into {args.out}")
     summary = run_demo(args.out, preset=args.preset, seed=args.seed, device=args.device,
-                       progress=not args.no_progress, overrides=overrides)
+                       progress=not args.no_progress, overrides=overrides,
+                       on_stage=lambda name: _stage(f"{name} (demo into {args.out})"))
     m = summary["metrics"]
     print(f"Spearman MCC {m['mcc_spearman']:.3f}, Pearson MCC {m['mcc_pearson']:.3f}, SHD {m['shd']}; "
           f"report: {args.out}/report.md")
@@ -774,16 +775,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _interrupted(args: argparse.Namespace) -> str:
-    """The message of an interrupted subcommand: what was kept and how to continue."""
+    """The message of an interrupted subcommand: the stage it was in, what was kept and how to continue."""
+    kept = _kept(args)
+    return f"interrupted while {_stage_now}" + (f"; {kept}" if kept else "")
+
+
+def _kept(args: argparse.Namespace) -> str:
     if args.command == "collect":
-        return "interrupted; the rows collected so far are saved (run the same command again to continue)"
+        return "the rows collected so far are saved (run the same command again to continue)"
     if args.command == "fit" and getattr(args, "checkpoints", None) is not None:
-        return (f"interrupted; the finished stages of the representation learner are kept in {args.checkpoints} "
+        return (f"the finished stages of the representation learner are kept in {args.checkpoints} "
                 f"(run the same command again to continue)")
     if args.command == "demo":
-        return (f"interrupted; the collection and the checkpoints under {args.out} are kept (run the same "
+        return (f"the collection and the checkpoints under {args.out} are kept (run the same "
                 f"command again to continue)")
-    return "interrupted"
+    return ""
 
 
 if __name__ == "__main__":  # pragma: no cover

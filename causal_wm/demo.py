@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,9 +70,16 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float | int]:
     return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
+STAGES = ("collecting seeing and acting data", "learning the causal representation from the images",
+          "scoring the representation against the ground truth", "fitting the causal world model",
+          "imagining joint interventions the data never showed", "planning interventions",
+          "training the PPO agent")
+
+
 def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: int = 0, device: str = "auto",
              num_balls: int = 3, graph_seed: int = 0, progress: bool = True, agent: bool = True,
-             overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+             overrides: Mapping[str, Any] | None = None,
+             on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Collect, learn, evaluate, plan, train an agent and report; returns the JSON summary (also
     written to ``out/summary.json``; the report is ``out/report.md``).
 
@@ -86,6 +93,8 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
         agent: train the short PPO agent on the learned causal features.
         overrides: settings on top of the preset (``DemoConfig`` fields, dotted for nested ones:
             ``{"world_model.crl.max_per_regime": 2000}``); the resolved config goes into the report.
+        on_stage: called with the name of every stage as it starts (``STAGES``); with ``progress`` a
+            heading ``[k/N] stage`` is printed too.
     """
     import gymnasium as gym
     import torch
@@ -98,6 +107,16 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
     from causal_wm.world_model.scoring import intervention_errors, world_model_figures
 
     settings = make_demo_config(preset, overrides)
+    stages = [st for st in STAGES if agent or st != STAGES[-1]]
+
+    def begin(name: str) -> None:
+        if on_stage is not None:
+            on_stage(name)
+        if progress:
+            print(f"[{stages.index(name) + 1}/{len(stages)}] {name}", flush=True)
+
+    if preset == "debug" and progress:
+        print("preset debug: a smoke test of every stage in seconds; its numbers mean nothing", flush=True)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -111,6 +130,7 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
     graph = np.asarray(scene.graph)
     names = list(scene.node_names)
 
+    begin(STAGES[0])
     t0 = time.perf_counter()
     dataset = causal_wm.collect(ENV_ID, None, out / "balls.h5", policy="balanced",
                                 per_regime=settings.per_regime, seed=seed, env_kwargs=env_kwargs,
@@ -126,12 +146,14 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
     image_grid(samples, row_labels=labels, title="Balls-v0: one row per regime", path=figures["samples"])
 
     # 1. causal representation learning from the images
+    begin(STAGES[1])
     t0 = time.perf_counter()
     model = fit_image_crl(dataset, preset=preset, config=settings.world_model.crl, device=device, seed=seed,
                           checkpoint_dir=out / "checkpoints", progress=progress)
     seconds["learn"] = time.perf_counter() - t0
     model.save(out / "image_crl.pt")
 
+    begin(STAGES[2])
     t0 = time.perf_counter()
     z_test = scene.scm.sample(settings.test_frames, None, seed=10_000 + seed)
     x_test = scene.renderer(z_test)
@@ -140,6 +162,7 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
     seconds["evaluate"] = time.perf_counter() - t0
 
     # 2. the causal world model on top: mechanisms, interventions, calibration
+    begin(STAGES[3])
     t0 = time.perf_counter()
     world_model = CausalWorldModel.fit(dataset, representation=model, config=settings.world_model, seed=seed,
                                        progress=progress)
@@ -158,6 +181,7 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
     seconds["world_model"] = time.perf_counter() - t0
 
     # 2b. joint interventions the data never showed: the causal model against a non-causal one
+    begin(STAGES[4])
     t0 = time.perf_counter()
     joint, joint_figures = _joint_panel(world_model, dataset, scene, out, samples=settings.samples, seed=seed,
                                         device=device, progress=progress)
@@ -165,9 +189,10 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
     seconds["joint_interventions"] = time.perf_counter() - t0
 
     # 3. planning on the reach task with the default menu (do interventions: never in the data)
+    begin(STAGES[5])
     t0 = time.perf_counter()
     reach = gym.make(ENV_ID, **scene_kwargs, task="reach")
-    planning = compare_planners(world_model, reach, steps=settings.plan_steps, seed=seed)
+    planning = compare_planners(world_model, reach, steps=settings.plan_steps, seed=seed, progress=progress)
     figures["planning"] = str(out / "planning.png")
     _plot_planning(planning, figures["planning"])
     seconds["plan"] = time.perf_counter() - t0
@@ -175,6 +200,7 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
     # 4. a short PPO agent on the learned causal features
     agent_summary: dict[str, Any] | None = None
     if agent:
+        begin(STAGES[6])
         t0 = time.perf_counter()
         agent_summary = _train_agent(out, world_model_path=out / "world_model.pt", steps=settings.agent_steps,
                                      seed=seed, scene_kwargs=scene_kwargs, device=device)
@@ -198,7 +224,8 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
         "world_model": {"repr": repr(world_model), "imagined_interventions": imagined,
                         "persistence": world_model.persistence.tolist()},
         "joint_interventions": joint,
-        "planning": {name: {k: r[k] for k in ("success_rate", "mean_reward", "mean_distance")}
+        "planning": {name: {**{k: r[k] for k in ("success_rate", "mean_reward", "mean_distance")},
+                            "actions": _action_counts(r["action_counts"], reach.unwrapped.interventions)}
                      for name, r in planning["planners"].items()} | {"settings": planning["settings"]},
         "agent": agent_summary,
         "seconds": seconds, "figures": {k: Path(v).name for k, v in figures.items()},
@@ -312,6 +339,15 @@ def _joint_panel(world_model: Any, dataset: Any, scene: Any, out: Path, *, sampl
     return {"interventions": rows, "mean": mean, "noncausal_rows": len(idx)}, figures
 
 
+def _action_counts(counts: list[int], menu: list[Any], top: int = 3) -> dict[str, Any]:
+    """The most chosen actions of a planner (label -> count), how many distinct actions it used, and
+    whether it used a single one all along."""
+    counts = np.asarray(counts)
+    order = np.argsort(counts)[::-1][:top]
+    labels = {("seeing" if menu[a] is None else menu[a].label()): int(counts[a]) for a in order if counts[a] > 0}
+    return {"top": labels, "distinct": int(np.sum(counts > 0)), "constant": bool(np.sum(counts > 0) == 1)}
+
+
 def _mean_errors(rows: list[dict[str, Any]]) -> dict[str, float]:
     keys = ("mmd", "gaussian_w2", "mean_error", "image_mse")
     return {k: float(np.mean([r[k] for r in rows])) for k in keys if rows and k in rows[0]} | {"count": len(rows)}
@@ -392,6 +428,22 @@ def _checks(d: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _planning_note(p: dict[str, Any]) -> list[str]:
+    """Whether the learned planner's match with the oracle means anything: a tie of two planners that
+    each used one constant action says only that both found the same best fixed intervention."""
+    learned, oracle = p.get("learned", {}).get("actions"), p.get("oracle", {}).get("actions")
+    if not learned or not oracle:
+        return []
+    if learned["constant"] and oracle["constant"]:
+        same = list(learned["top"]) == list(oracle["top"])
+        return [f"Both planners used one constant action{' (the same one)' if same else ''}: in this scene the "
+                "best intervention does not depend on the state, so matching the oracle means finding the best "
+                "fixed intervention, not reacting to the state.", ""]
+    return [f"The learned planner used {learned['distinct']} different actions, the oracle {oracle['distinct']}: "
+            "the best action depends on the current state (persistent noise), so matching the oracle means "
+            "reading the state from the frames.", ""]
+
+
 def _joint_report(joint: dict[str, Any] | None, f: dict[str, str]) -> list[str]:
     if not joint or not joint.get("interventions"):
         return []
@@ -416,11 +468,20 @@ def _joint_report(joint: dict[str, Any] | None, f: dict[str, str]) -> list[str]:
 
 def _report(summary: dict[str, Any]) -> str:
     m, f, s = summary["metrics"], summary["figures"], summary["seconds"]
-    rows = [("Spearman MCC", "mcc_spearman"), ("Pearson MCC", "mcc_pearson"), ("R² diag", "r2_diag"),
-            ("R² sep", "r2_sep"), ("SHD (reversal = 1)", "shd"), ("SHD (reversal = 2)", "shd_rev2"),
-            ("edge precision", "edge_precision"), ("edge recall", "edge_recall")]
-    table = "\n".join(f"| {label} | {m[key]:.3f} |" if isinstance(m.get(key), float) else f"| {label} | {m.get(key)} |"
-                      for label, key in rows if key in m)
+    rows = [("Spearman MCC", "mcc_spearman", "mean rank correlation of each true latent with its matched learned "
+             "latent (best one-to-one matching); 1 = recovered up to permutation and monotone maps"),
+            ("Pearson MCC", "mcc_pearson", "the same with linear correlation (1 = up to permutation and scaling)"),
+            ("R² diag", "r2_diag", "mean R² of each true latent regressed (kernel ridge) on its matched learned "
+             "latent alone"),
+            ("R² sep", "r2_sep", "mean R² of each true latent on the other learned latents (low = separated, "
+             "not entangled)"),
+            ("SHD (reversal = 1)", "shd", "edges to add, delete or reverse to turn the learned graph into the true "
+             "one, a reversal counting once"),
+            ("SHD (reversal = 2)", "shd_rev2", "the same, a reversal counting twice (the published convention)"),
+            ("edge precision", "edge_precision", "share of learned edges that are true edges"),
+            ("edge recall", "edge_recall", "share of true edges that were learned")]
+    table = "\n".join((f"| {label} | {m[key]:.3f} | {what} |" if isinstance(m.get(key), float)
+                       else f"| {label} | {m.get(key)} | {what} |") for label, key, what in rows if key in m)
     w, p = summary["world_model"], summary["planning"]
     seen, unseen = w["imagined_interventions"]["seen"], w["imagined_interventions"]["unseen"]
     timing = ", ".join(f"{k} {v:.0f}" for k, v in s.items())
@@ -435,10 +496,12 @@ def _report(summary: dict[str, Any]) -> str:
         "scoring, on fresh observational frames. SHD is counted after matching learned to true latents "
         "by MCC.",
         "",
+        *(["> Preset `debug`: a smoke test of every stage in seconds on a tiny collection; its numbers "
+            "mean nothing. Run `--preset cpu` (minutes) for numbers.", ""] if summary["preset"] == "debug" else []),
         "## Causal representation",
         "",
-        "| metric | value |",
-        "|---|---|",
+        "| metric | value | what it measures |",
+        "|---|---|---|",
         table,
         "",
         *_checks(summary["diagnostics"]),
@@ -482,11 +545,14 @@ def _report(summary: dict[str, Any]) -> str:
         f"{p['settings']['tolerance']:g}). The learned planner sees frames only and imagines every action with "
         "the world model; the oracle runs the same planner with the true SCM and latents.",
         "",
-        "| planner | success rate | mean reward |",
-        "|---|---|---|",
-        *[f"| {name} | {p[name]['success_rate']:.3f} | {p[name]['mean_reward']:.3f} |"
+        "| planner | success rate | mean reward | actions used | most chosen (count) |",
+        "|---|---|---|---|---|",
+        *[f"| {name} | {p[name]['success_rate']:.3f} | {p[name]['mean_reward']:.3f} | "
+          f"{p[name].get('actions', {}).get('distinct', '-')} | "
+          + ", ".join(f"{k} ({v})" for k, v in p[name].get("actions", {}).get("top", {}).items()) + " |"
           for name in ("learned", "oracle", "random") if name in p],
         "",
+        *_planning_note(p),
         f"![planning]({f['planning']})" if "planning" in f else "",
         "",
     ]

@@ -380,6 +380,21 @@ def test_an_interrupted_fit_names_its_checkpoints(data, tmp_path, monkeypatch, c
     assert main(["fit", str(data), "--out", str(tmp_path / "m.pt")]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and str(tmp_path / "m_checkpoints") in err and "Traceback" not in err
+    assert f"interrupted while fitting the world model on {data}" in err
+
+
+def test_an_interrupted_demo_names_its_stage(tmp_path, monkeypatch, capsys):
+    import causal_wm.demo
+
+    def fake_demo(out, **kwargs):
+        kwargs["on_stage"]("learning the causal representation from the images")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(causal_wm.demo, "run_demo", fake_demo)
+    assert main(["demo", "--out", str(tmp_path / "d"), "--preset", "debug"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted while learning the causal representation from the images" in err
+    assert str(tmp_path / "d") in err and "Traceback" not in err
 
 
 def test_an_unexpected_error_keeps_its_traceback_and_names_the_stage(data, tmp_path, monkeypatch):

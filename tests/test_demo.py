@@ -57,6 +57,9 @@ def test_demo_debug_preset_writes_report_and_summary(tmp_path):
                                     "goal_value": 1.0}
     steps = settings["plan_steps"]
     for name in ("learned", "oracle", "random"):
+        actions = planning[name]["actions"]
+        assert sum(actions["top"].values()) <= steps and 1 <= actions["distinct"] <= reach.action_space.n
+        assert actions["constant"] == (actions["distinct"] == 1)
         assert planning[name]["success_rate"] * steps == pytest.approx(round(planning[name]["success_rate"] * steps))
         assert planning[name]["mean_reward"] == pytest.approx(-planning[name]["mean_distance"])
     # random and oracle replayed here: the same seeds give the same runs
@@ -98,6 +101,8 @@ def test_demo_debug_preset_writes_report_and_summary(tmp_path):
             assert np.isfinite(row[name]["mmd"]) and row[name]["mean_error"] >= 0
     assert joint["noncausal_rows"] == 13 * 150
     report = (tmp_path / "report.md").read_text()
+    assert "smoke test" in report and "what it measures" in report and "R² sep" in report
+    assert "actions used" in report and "most chosen" in report
     for section in ("Causal world model", "Planning interventions", "An agent on the learned causal features",
                     "Joint interventions never seen"):
         assert section in report
