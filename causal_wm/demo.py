@@ -176,8 +176,8 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
         "unseen": _mean_errors([r for a, r in enumerate(rows)
                                 if a > 0 and menu_env.unwrapped.interventions[a] not in in_data]),
     }
-    figures.update({k: v for k, v in world_model_figures(world_model, metrics, menu_env, out, "world_model",
-                                                         seed=seed).items() if k == "imagined"})
+    figures.update(world_model_figures(world_model, metrics, menu_env, out, "world_model", seed=seed,
+                                       representation_figures=False))
     seconds["world_model"] = time.perf_counter() - t0
 
     # 2b. joint interventions the data never showed: the causal model against a non-causal one

@@ -84,18 +84,25 @@ def plot_graphs(true_graph: np.ndarray, learned_graph: np.ndarray | None = None,
 
 
 def plot_matrix(matrix: np.ndarray, *, row_label: str = "true", col_label: str = "learned",
-                title: str = "", vmin: float = 0.0, vmax: float = 1.0, path: str | Path | None = None) -> plt.Figure:
-    """Heatmap with the value in every cell (e.g. the |correlation| matrix behind MCC)."""
+                title: str = "", vmin: float = 0.0, vmax: float = 1.0, row_names: Sequence[str] | None = None,
+                col_names: Sequence[str] | None = None, path: str | Path | None = None) -> plt.Figure:
+    """Heatmap with the value in every cell (e.g. the |correlation| matrix behind MCC); ``row_names`` and
+    ``col_names`` label the ticks (default: indices)."""
     M = np.asarray(matrix, dtype=float)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * M.shape[1], 0.8 + 0.6 * M.shape[0]))
+    wide = max((len(str(c)) for c in col_names), default=0) if col_names is not None else 0
+    tall = max((len(str(r)) for r in row_names), default=0) if row_names is not None else 0
+    fig, ax = plt.subplots(figsize=(1.4 + 0.07 * tall + 0.65 * M.shape[1], 1.0 + 0.05 * wide + 0.6 * M.shape[0]))
     im = ax.imshow(M, cmap="viridis", vmin=vmin, vmax=vmax)
     for (i, j), v in np.ndenumerate(M):
         ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
                 color="black" if v > (vmin + vmax) / 2 else "white")
     ax.set_xlabel(col_label)
     ax.set_ylabel(row_label)
-    ax.set_xticks(range(M.shape[1]))
-    ax.set_yticks(range(M.shape[0]))
+    cols = [str(j) for j in range(M.shape[1])] if col_names is None else list(col_names)
+    rows = [str(i) for i in range(M.shape[0])] if row_names is None else list(row_names)
+    ax.set_xticks(range(M.shape[1]), cols, rotation=0 if wide <= 4 else 45, ha="center" if wide <= 4 else "right",
+                  fontsize=8)
+    ax.set_yticks(range(M.shape[0]), rows, fontsize=8)
     if title:
         ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
@@ -103,8 +110,12 @@ def plot_matrix(matrix: np.ndarray, *, row_label: str = "true", col_label: str =
 
 
 def image_grid(images: np.ndarray, *, rows: int | None = None, row_labels: Sequence[str] | None = None,
-               title: str = "", path: str | Path | None = None) -> plt.Figure:
-    """Grid of uint8 HWC images ``(R, C, H, W, 3)`` or ``(N, H, W, 3)`` (then ``rows`` splits them)."""
+               col_labels: Sequence[str] | None = None, split_after: int | None = None, title: str = "",
+               path: str | Path | None = None) -> plt.Figure:
+    """Grid of uint8 HWC images ``(R, C, H, W, 3)`` or ``(N, H, W, 3)`` (then ``rows`` splits them).
+
+    ``col_labels`` title the columns (e.g. the value of a traversal); ``split_after`` leaves a visible
+    gap after that many columns (e.g. real frames | imagined frames)."""
     images = np.asarray(images)
     if images.ndim == 4:
         r = rows or int(np.ceil(np.sqrt(len(images))))
@@ -114,16 +125,33 @@ def image_grid(images: np.ndarray, *, rows: int | None = None, row_labels: Seque
     if images.ndim != 5:
         raise ValueError(f"images must be (N, H, W, C) or (R, C, H, W, C), got shape {images.shape}")
     R, C = images.shape[:2]
-    fig, axes = plt.subplots(R, C, figsize=(1.1 * C + (1.6 if row_labels else 0.2), 1.1 * R + 0.4), squeeze=False)
+    if col_labels is not None and len(col_labels) != C:
+        raise ValueError(f"col_labels needs {C} entries, got {len(col_labels)}")
+    if split_after is not None and not 0 < split_after < C:
+        raise ValueError(f"split_after must lie in 1..{C - 1}, got {split_after}")
+    columns = C + (1 if split_after else 0)
+    ratios = [1.0] * columns
+    if split_after:
+        ratios[split_after] = 0.25
+    label_width = 0.0 if not row_labels else 0.3 + 0.07 * max(len(str(s)) for s in row_labels)
+    fig, axes = plt.subplots(R, columns, figsize=(1.1 * C + 0.3 + label_width, 1.1 * R + 0.5 + 0.2 * bool(col_labels)),
+                             squeeze=False, gridspec_kw={"width_ratios": ratios})
     for i in range(R):
-        for j in range(C):
-            axes[i, j].imshow(images[i, j])
-            axes[i, j].set_xticks([])
-            axes[i, j].set_yticks([])
+        for col in range(columns):
+            ax = axes[i, col]
+            if split_after and col == split_after:
+                ax.axis("off")
+                continue
+            j = col - (1 if split_after and col > split_after else 0)
+            ax.imshow(images[i, j])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0 and col_labels is not None:
+                ax.set_title(str(col_labels[j]), fontsize=8)
         if row_labels is not None:
             axes[i, 0].set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=8)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=10)
     return _finish(fig, path)
 
 

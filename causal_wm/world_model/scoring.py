@@ -96,7 +96,8 @@ def evaluate_world_model(model: Any, env: Any, *, frames: int = 2000, samples: i
 
 
 def world_model_figures(model: Any, metrics: dict[str, Any], env: Any, folder: str | os.PathLike,
-                        stem: str = "world_model", *, max_interventions: int = 6, seed: int = 0) -> dict[str, str]:
+                        stem: str = "world_model", *, max_interventions: int = 6, seed: int = 0,
+                        representation_figures: bool = True) -> dict[str, str]:
     """PNGs: the representation figures (MCC matrix, true vs learned graph, traversals,
     reconstructions) and imagined interventions next to real ones (those the data never showed first).
     Returns ``{name: path}``."""
@@ -107,9 +108,11 @@ def world_model_figures(model: Any, metrics: dict[str, Any], env: Any, folder: s
     scene = _scene(env)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    z = scene.scm.sample(8, None, seed=seed + 1)
-    paths = image_crl_figures(model.representation, metrics, np.asarray(scene.graph), folder, stem,
-                              names=list(getattr(scene, "node_names", [])) or None, frames=scene.renderer(z))
+    paths: dict[str, str] = {}
+    if representation_figures:  # False when the caller already drew them for the same representation
+        z = scene.scm.sample(8, None, seed=seed + 1)
+        paths = image_crl_figures(model.representation, metrics, np.asarray(scene.graph), folder, stem,
+                                  names=list(getattr(scene, "node_names", [])) or None, frames=scene.renderer(z))
     entries = [a for a, iv in enumerate(scene.interventions) if iv is not None]
     # interventions the data never showed first: they are what only a causal model can imagine
     seen = set(model.menu or [])
@@ -133,7 +136,8 @@ def world_model_figures(model: Any, metrics: dict[str, Any], env: Any, folder: s
         labels.append(iv.label())
     if rows:
         paths["imagined"] = str(folder / f"{stem}_imagined.png")
-        image_grid(np.stack(rows), row_labels=labels,
-                   title="left 5: real frames under the intervention; right 5: imagined by the model",
+        image_grid(np.stack(rows), row_labels=labels, split_after=5,
+                   col_labels=["real"] * 5 + ["imagined"] * 5,
+                   title="real frames under each intervention | frames the model imagines (decoded)",
                    path=paths["imagined"])
     return paths

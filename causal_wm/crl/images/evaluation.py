@@ -60,12 +60,17 @@ def image_crl_figures(result: ImageCRLResult, metrics: Mapping[str, Any], true_g
     p = np.asarray(metrics["permutation"])
     paths = {"mcc": folder / f"{stem}_mcc.png", "graph": folder / f"{stem}_graph.png",
              "traversals": folder / f"{stem}_traversals.png"}
+    true_names = list(names) if names is not None else [f"z{j}" for j in range(len(p))]
+    # learned latent p[j] is matched to true latent j
+    matched = {int(k): true_names[j] for j, k in enumerate(p)}
+    learned_names = [f"z_hat {k} (~{matched[k]})" if k in matched else f"z_hat {k}" for k in range(result.n)]
     plot_matrix(np.asarray(metrics["spearman_matrix"]), row_label="true latent", col_label="learned latent",
-                title=f"|Spearman| (MCC {metrics['mcc_spearman']:.3f})", path=paths["mcc"])
+                title=f"|Spearman| (MCC {metrics['mcc_spearman']:.3f})", row_names=true_names,
+                col_names=learned_names, path=paths["mcc"])
     plot_graphs(true_graph, result.graph[np.ix_(p, p)], names=names, path=paths["graph"])
     values = np.linspace(-2.0, 2.0, 7)
-    image_grid(result.traversals(values), row_labels=[f"z_hat {k}" for k in range(result.n)],
-               title="learned latent k from -2 to +2 (others 0)", path=paths["traversals"])
+    image_grid(result.traversals(values), row_labels=learned_names, col_labels=[f"{v:+.1f}" for v in values],
+               title="each learned latent from -2 to +2, the others at 0, decoded", path=paths["traversals"])
     if frames is not None:
         x = np.asarray(frames)[:8]
         small = to_hwc_uint8(prepare_images(x, result.image_size))
