@@ -141,3 +141,25 @@ def test_mechanism_shift():
         gym.make("causal_wm/Chemistry-v0", mechanism_shift={"goal": "double"})
     with pytest.raises(ValueError, match="distractors"):
         gym.make("causal_wm/Chemistry-v0", distractors=-1)
+
+
+def test_balls_weighted_graph_with_noise_stds():
+    from causal_wm.envs.balls import balls_scm
+
+    w = np.zeros((4, 4))
+    w[0, 1], w[1, 3], w[0, 3], w[2, 3] = 1.0, 1.0, -0.9, 0.3
+    scm = balls_scm(2, graph=w, noise_std=[1.0, 0.5, 1.0, 0.3])
+    np.testing.assert_array_equal(scm.graph, (w != 0).astype(int))
+    z = scm.sample(200_000, seed=0)
+    np.testing.assert_allclose(z.var(axis=0), 1.0, atol=0.02)  # standardised
+    # the weights keep their ratios after standardisation: the two paths from node 0 to node 3 nearly cancel
+    assert abs(np.corrcoef(z[:, 0], z[:, 3])[0, 1]) < 0.2  # 0.154 here (0.1 = 1 - 0.9 before scaling)
+    held = scm.sample(20_000, Intervention.do((0, 1), (-1.5, 1.5), std=0.05), seed=1)[:, 3]
+    alone = scm.sample(20_000, Intervention.do(0, -1.5, std=0.05), seed=1)[:, 3]
+    assert held.mean() > 2.5 and abs(alone.mean()) < 0.5
+    with pytest.raises(ValueError, match="noise_std"):
+        balls_scm(2, graph=w, noise_std=[1.0, 0.5])
+    with pytest.raises(ValueError, match="weighted graph"):
+        balls_scm(2, graph=(w != 0).astype(int), noise_std=[1.0] * 4)
+    with pytest.raises(ValueError, match="finite"):
+        balls_scm(2, graph=np.full((4, 4), np.nan))
