@@ -138,8 +138,10 @@ def _storage(r: dict) -> None:
 
 def _tables(r: dict) -> None:
     assert r["config"]["quick"] and r["config"]["readme"]
-    readme = Path(r["readme"]).read_text()
-    assert r["tables"] in readme and Path(r["readme"]).resolve() != (ROOT / "README.md").resolve()
+    readme, page = Path(r["readme"]).read_text(), Path(r["results_page"]).read_text()
+    assert r["headline"] in readme and "docs/results.md" in readme and r["tables"] in page
+    assert Path(r["readme"]).resolve() != (ROOT / "README.md").resolve()
+    assert Path(r["results_page"]).resolve() != (ROOT / "docs" / "results.md").resolve()
     assert len(r["sections"]) == r["tables"].count("\n### ") + r["tables"].startswith("### ")
 
 
