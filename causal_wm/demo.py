@@ -143,7 +143,9 @@ def run_demo(out: str | Path = "causal_wm_demo", *, preset: str = "cpu", seed: i
     samples = np.stack([dataset.observations(np.sort(by_regime[r][:8])) for r in regimes])
     labels = ["seeing" if dataset.menu[r] is None else dataset.menu[r].label() for r in regimes]
     figures["samples"] = str(out / "samples.png")
-    image_grid(samples, row_labels=labels, title="Balls-v0: one row per regime", path=figures["samples"])
+    colours = ", ".join(f"ball {b} {_colour_name(c)}" for b, c in enumerate(scene.renderer.colors))
+    image_grid(samples, row_labels=labels, title=f"Balls-v0: one row per regime ({colours})",
+               path=figures["samples"])
 
     # 1. causal representation learning from the images
     begin(STAGES[1])
@@ -353,6 +355,18 @@ def _mean_errors(rows: list[dict[str, Any]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in keys if rows and k in rows[0]} | {"count": len(rows)}
 
 
+def _colour_name(rgb: tuple[int, int, int]) -> str:
+    """A plain name for an RGB colour (the hue band), for figure keys."""
+    import colorsys
+
+    h, sat, _ = colorsys.rgb_to_hsv(*(c / 255.0 for c in rgb))
+    if sat < 0.2:
+        return "grey"
+    bands = ((0.04, "red"), (0.11, "orange"), (0.18, "yellow"), (0.45, "green"), (0.55, "cyan"), (0.72, "blue"),
+             (0.80, "purple"), (0.93, "magenta"), (1.01, "red"))
+    return next(name for edge, name in bands if h < edge)
+
+
 def _plot_planning(planning: dict[str, Any], path: str) -> None:
     import matplotlib
 
@@ -360,13 +374,19 @@ def _plot_planning(planning: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     names = list(planning["planners"])
-    values = [planning["planners"][n]["success_rate"] for n in names]
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.bar(names, values, color=["#1f77b4", "#555555", "#bbbbbb"][: len(names)])
-    ax.set_ylim(0, 1)
+    runs = planning["planners"]
     s = planning["settings"]
+    values = [runs[n]["success_rate"] for n in names]
+    # binomial standard error of a success rate over the planner's steps
+    errors = [float(np.sqrt(max(v * (1 - v), 0.0) / max(s["steps"], 1))) for v in values]
+    colours = {"learned": "#0072B2", "oracle": "#000000", "random": "#999999"}
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    bars = ax.bar(names, values, yerr=errors, capsize=3, color=[colours.get(n, "#56B4E9") for n in names])
+    for bar, v in zip(bars, values, strict=True):
+        ax.text(bar.get_x() + bar.get_width() / 2, v + 0.03, f"{v:.2f}", ha="center", fontsize=8)
+    ax.set_ylim(0, 1.1)
     ax.set_ylabel(f"success (|goal - {s['goal_value']:g}| < {s['tolerance']:g})")
-    ax.set_title("planning with the learned model vs the true SCM")
+    ax.set_title(f"planning, {s['steps']} steps (± binomial s.e.)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
