@@ -31,9 +31,11 @@ def balls_scm(num_balls: int = 3, *, graph: np.ndarray | None = None, expected_d
     if weights is None:
         A = erdos_renyi_dag(n, expected_degree=expected_degree, seed=rng)
     else:
-        if weights.shape != (n, n) or not np.all(np.isfinite(weights)):
-            raise ValueError(f"graph must be a finite ({n}, {n}) matrix for {num_balls} balls, got shape "
-                             f"{weights.shape}")
+        if weights.shape != (n, n):
+            raise ValueError(f"graph must be a square ({n}, {n}) adjacency matrix for {num_balls} balls, got "
+                             f"shape {weights.shape}")
+        if not np.all(np.isfinite(weights)):
+            raise ValueError("graph (a weighted adjacency) must be finite")
         A = validate_dag((weights != 0).astype(np.int64), n=n)
     weighted = weights is not None and not np.all(np.isin(weights, (0.0, 1.0)))
     if noise_std is not None and not weighted:
