@@ -63,7 +63,7 @@ from tqdm.auto import tqdm
 
 import causal_wm
 from causal_wm.agents import OneStepPlanner, OracleSCMModel, goal_reward
-from causal_wm.agents.evaluation import RandomPolicy, latent_goal_reward, run_policy
+from causal_wm.agents.evaluation import OraclePolicy, RandomPolicy, latent_goal_reward, run_policy
 from causal_wm.benchmarking import CACHE_DIR, RESULTS_DIR, parse_config, quick_dir, write_json
 from causal_wm.crl.representation import TrueLatents
 from causal_wm.device import machine_info
@@ -284,14 +284,6 @@ class HalfPolicy:
     def __call__(self, obs: np.ndarray, info: dict) -> int:
         z = self.half.encode(obs[None], np.asarray(info["z"])[None])[0]
         return int(self.planner.act(z, int(info["regime"])))
-
-
-class OraclePolicy:
-    def __init__(self, planner: OneStepPlanner) -> None:
-        self.planner = planner
-
-    def __call__(self, obs: np.ndarray, info: dict) -> int:
-        return int(self.planner.act(np.asarray(info["z"]), int(info["regime"])))
 
 
 def half_reward(half: Half, goal_node: int, goal_value: float):

@@ -387,13 +387,7 @@ class ActionConditionedModel(Persistent):
         them; None = observational) condition the prediction when the model was fitted on
         transitions; otherwise they are ignored. Without ``z_now`` it samples the action's marginal.
         """
-        head = self._require_fitted()
-        noise = _check_latents(noise, "noise", self.n)
-        x = self._inputs(len(noise), intervention, z_now, intervention_now)
-        mean, chol, _ = head(x)
-        eps = torch.as_tensor(noise, dtype=torch.float32, device=self.device)
-        zs = mean + (chol @ eps.unsqueeze(-1)).squeeze(-1)
-        return self.z_mean + self.z_scale * zs.double().cpu().numpy()
+        return self.predict_many([intervention], noise, z_now, intervention_now)[0]
 
     @torch.no_grad()
     def predict_many(self, interventions: Sequence[Intervention | None], noise: np.ndarray,
@@ -513,23 +507,14 @@ class ActionConditionedMenuModel:
     def predict(self, action: int, noise: np.ndarray, z_now: np.ndarray | None = None,
                 regime_now: int | None = None) -> np.ndarray:
         """Next latents ``(num, n)`` under menu entry ``action``; see ``ActionConditionedModel.predict``."""
-        if not 0 <= action < self.num_actions:
-            raise ValueError(f"action {action} is outside 0..{self.num_actions - 1}")
-        intervention_now = None
-        if self.model.transitions and z_now is not None:
-            if regime_now is None:
-                raise ValueError("a model fitted on transitions needs the current regime with the current latents")
-            if not 0 <= regime_now < self.num_actions:
-                raise ValueError(f"regime_now {regime_now} is outside 0..{self.num_actions - 1}")
-            intervention_now = self.interventions[regime_now]
-        return self.model.predict(self.interventions[action], noise, z_now, intervention_now)
+        return self.predict_actions([action], noise, z_now, regime_now)[0]
 
     def predict_actions(self, actions: Sequence[int], noise: np.ndarray, z_now: np.ndarray | None = None,
                         regime_now: int | None = None) -> np.ndarray:
         """``predict`` of every menu entry in ``actions`` on the same noise: ``(len(actions), num, n)``."""
         bad = [a for a in actions if not 0 <= a < self.num_actions]
         if bad:
-            raise ValueError(f"actions {bad} are outside 0..{self.num_actions - 1}")
+            raise ValueError(f"action {bad[0]} is outside 0..{self.num_actions - 1}")
         intervention_now = None
         if self.model.transitions and z_now is not None:
             if regime_now is None:

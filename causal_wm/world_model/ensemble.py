@@ -144,23 +144,7 @@ class ProbabilisticEnsemble(Persistent):
         row ``i`` is member ``i % members``'s ``predict`` of noise row ``i``. ``z_now`` ``(n,)`` (one
         state for all rows) or ``(num, n)`` (one per row) and ``intervention_now`` as in
         ``ActionConditionedModel.predict``."""
-        members = self._require_fitted()
-        noise = _check_latents(noise, "noise", self.n)
-        num = len(noise)
-        per_row = None
-        if z_now is not None and self.transitions:
-            per_row = np.asarray(z_now, dtype=np.float64)
-            if per_row.shape == (self.n,):
-                per_row = None
-            elif per_row.shape != (num, self.n):
-                raise ValueError(f"z_now must have shape ({self.n},) or ({num}, {self.n}), got {np.shape(z_now)}")
-        out = np.empty((num, self.n))
-        for m, member in enumerate(members):
-            rows = np.arange(m, num, len(members))
-            if len(rows):
-                now = z_now if per_row is None else per_row[rows]
-                out[rows] = member.predict(intervention, noise[rows], now, intervention_now)
-        return out
+        return self.predict_many([intervention], noise, z_now, intervention_now)[0]
 
     def predict_many(self, interventions: Sequence[Intervention | None], noise: np.ndarray,
                      z_now: np.ndarray | None = None, intervention_now: Intervention | None = None) -> np.ndarray:

@@ -275,15 +275,7 @@ class CausalWorldModel(Persistent):
         carry the current exogenous noise into the next step (AR(1) in normal scores); ``z_now`` may also
         be ``(num, n)``, one current state per noise row.
         """
-        noise = np.asarray(noise, dtype=np.float64)
-        if z_now is not None and np.any(self.persistence > 0):
-            z = np.asarray(z_now, dtype=np.float64)
-            # (n,): one current state for all samples; (num, n): one per sample (chained rollouts)
-            z = z.reshape(1, self.n) if z.shape == (self.n,) else z
-            e_now = self.abduct(z, regime_now)
-            rho = self.persistence
-            noise = rho * e_now + np.sqrt(1.0 - rho**2) * noise
-        return self.forward(noise, intervention)
+        return self.predict_many([intervention], noise, z_now, regime_now)[0]
 
     def predict_many(self, interventions: Sequence[InterventionLike], noise: np.ndarray,
                      z_now: np.ndarray | None = None, regime_now: InterventionLike = None) -> np.ndarray:
@@ -299,6 +291,7 @@ class CausalWorldModel(Persistent):
             raise ValueError(f"noise must be (num, {self.n}), got shape {noise.shape}")
         if z_now is not None and np.any(self.persistence > 0):
             z = np.asarray(z_now, dtype=np.float64)
+            # (n,): one current state for all samples; (num, n): one per sample (chained rollouts)
             z = z.reshape(1, self.n) if z.shape == (self.n,) else z
             rho = self.persistence
             noise = rho * self.abduct(z, spec_now) + np.sqrt(1.0 - rho**2) * noise
@@ -688,17 +681,14 @@ class MenuModel:
 
     def predict(self, action: int, noise: np.ndarray, z_now: np.ndarray | None = None,
                 regime_now: int | None = None) -> np.ndarray:
-        if not 0 <= action < self.num_actions:
-            raise ValueError(f"action {action} is outside 0..{self.num_actions - 1}")
-        now = None if regime_now is None else self.specs[regime_now]
-        return self.model.predict(self.specs[action], noise, z_now, now)
+        return self.predict_actions([action], noise, z_now, regime_now)[0]
 
     def predict_actions(self, actions: Sequence[int], noise: np.ndarray, z_now: np.ndarray | None = None,
                         regime_now: int | None = None) -> np.ndarray:
         """``predict`` of every menu entry in ``actions`` on the same noise: ``(len(actions), num, n)``."""
         bad = [a for a in actions if not 0 <= a < self.num_actions]
         if bad:
-            raise ValueError(f"actions {bad} are outside 0..{self.num_actions - 1}")
+            raise ValueError(f"action {bad[0]} is outside 0..{self.num_actions - 1}")
         now = None if regime_now is None else self.specs[regime_now]
         return self.model._predict_specs([self.specs[a] for a in actions], noise, z_now, now)
 
